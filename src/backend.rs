@@ -1,0 +1,313 @@
+//! Connecting to a backend and logging in there with the client's credentials.
+//!
+//! This runs while the client waits for its LOGIN answer, so it uses blocking I/O bounded
+//! by the backend's `connect_timeout` and `timeout`. Responses are read whole with the
+//! server-side framer, so a literal in an untagged response cannot desynchronise us.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use crate::config;
+use crate::imap::capability;
+use crate::imap::command::push_quoted;
+use crate::imap::framer::{Event, Framer, Side};
+use crate::imap::response::{self, Kind};
+use crate::imap::sasl::{self, Secret};
+
+/// A logged-in backend connection, ready for the relay.
+#[derive(Debug)]
+pub struct Session {
+    /// The connection, still in blocking mode.
+    pub stream: TcpStream,
+    /// Bytes the backend sent after its login answer; they belong to the relay.
+    pub leftover: Vec<u8>,
+    /// The backend's capabilities after login.
+    pub capabilities: Vec<String>,
+    /// The text of the backend's tagged OK.
+    pub ok_text: String,
+}
+
+/// Why a login on the backend did not succeed.
+#[derive(Debug)]
+pub enum LoginError {
+    /// The backend could not be used: unreachable, timed out, refused us, spoke nonsense.
+    Unavailable(String),
+    /// The backend rejected the credentials; holds its `NO [code] text` without the tag.
+    Rejected(String),
+}
+
+impl fmt::Display for LoginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoginError::Unavailable(why) => write!(f, "backend unavailable: {why}"),
+            LoginError::Rejected(answer) => write!(f, "backend said {answer}"),
+        }
+    }
+}
+
+fn unavailable(why: impl Into<String>) -> LoginError {
+    LoginError::Unavailable(why.into())
+}
+
+/// Tags imapgate uses on the backend before handing the session to the client.
+const TAG_CAPABILITY: &str = "ig0";
+const TAG_LOGIN: &str = "ig1";
+const TAG_CAPABILITY_AFTER: &str = "ig2";
+
+/// Connects to `backend` and logs in as `user`.
+pub fn login(
+    backend: &config::Backend,
+    user: &str,
+    password: &Secret,
+) -> Result<Session, LoginError> {
+    let stream = connect(backend)?;
+    let deadline = Instant::now() + backend.timeout;
+    let mut conn = Conn {
+        stream,
+        buf: Vec::new(),
+        deadline,
+        framer: Framer::new(Side::Server),
+    };
+    let greeting = conn.read_message()?;
+    let status = response::status(&greeting);
+    match status.as_ref().map(|s| s.status.as_str()) {
+        Some("OK") => {}
+        Some("BYE") => {
+            return Err(unavailable(format!(
+                "greeted with {}",
+                printable(&greeting)
+            )))
+        }
+        _ => {
+            return Err(unavailable(format!(
+                "unexpected greeting {}",
+                printable(&greeting)
+            )))
+        }
+    }
+    let caps = match response::capabilities(&greeting) {
+        Some(caps) => caps,
+        None => conn.capabilities(TAG_CAPABILITY)?,
+    };
+    let answer = if capability::has(&caps, "LOGINDISABLED") {
+        if !capability::has(&caps, "AUTH=PLAIN") {
+            return Err(unavailable("LOGINDISABLED and no AUTH=PLAIN"));
+        }
+        conn.authenticate_plain(user, password, capability::has(&caps, "SASL-IR"))?
+    } else {
+        conn.login(user, password, &caps)?
+    };
+    let status = response::status(&answer).ok_or_else(|| unavailable("malformed login answer"))?;
+    match status.status.as_str() {
+        "OK" => {}
+        "NO" => {
+            let text = String::from_utf8_lossy(&answer[status.tag.len() + 1..]);
+            return Err(LoginError::Rejected(text.trim_end().to_string()));
+        }
+        _ => {
+            return Err(LoginError::Rejected(
+                "NO [AUTHENTICATIONFAILED] Authentication failed.".into(),
+            ))
+        }
+    }
+    let ok_text = String::from_utf8_lossy(status.text).into_owned();
+    let capabilities = match response::capabilities(&answer) {
+        Some(caps) => caps,
+        None => conn.capabilities(TAG_CAPABILITY_AFTER)?,
+    };
+    Ok(Session {
+        stream: conn.stream,
+        leftover: conn.buf,
+        capabilities,
+        ok_text,
+    })
+}
+
+fn connect(backend: &config::Backend) -> Result<TcpStream, LoginError> {
+    let addrs = (backend.host.as_str(), backend.port)
+        .to_socket_addrs()
+        .map_err(|e| unavailable(format!("cannot resolve {}: {e}", backend.host)))?;
+    let mut last = unavailable(format!("{} has no address", backend.host));
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, backend.connect_timeout) {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => last = unavailable(format!("connect to {addr}: {e}")),
+        }
+    }
+    Err(last)
+}
+
+/// Printable form of a backend line for logs (never holds credentials: only responses).
+fn printable(line: &[u8]) -> String {
+    let line = line.strip_suffix(b"\r\n").unwrap_or(line);
+    line.iter()
+        .take(200)
+        .map(|&b| b.escape_ascii().to_string())
+        .collect()
+}
+
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    deadline: Instant,
+    framer: Framer,
+}
+
+impl Conn {
+    /// Reads one whole response (line plus literals).
+    fn read_message(&mut self) -> Result<Vec<u8>, LoginError> {
+        let mut pos = 0;
+        loop {
+            while pos < self.buf.len() {
+                let step = self.framer.advance(&self.buf[pos..]);
+                pos += step.consumed;
+                if step.event == Some(Event::LineEnd(None)) {
+                    let rest = self.buf.split_off(pos);
+                    return Ok(std::mem::replace(&mut self.buf, rest));
+                }
+            }
+            if self.buf.len() > 1 << 20 {
+                return Err(unavailable("response longer than 1 MiB during login"));
+            }
+            self.fill()?;
+        }
+    }
+
+    fn fill(&mut self) -> Result<(), LoginError> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(unavailable("timed out"));
+        }
+        let _ = self
+            .stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))));
+        let mut chunk = [0u8; 4096];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => Err(unavailable("connection closed")),
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(())
+            }
+            Err(e) if is_timeout(&e) => Err(unavailable("timed out")),
+            Err(e) => Err(unavailable(format!("read: {e}"))),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> Result<(), LoginError> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let _ = self
+            .stream
+            .set_write_timeout(Some(left.max(Duration::from_millis(1))));
+        self.stream
+            .write_all(bytes)
+            .map_err(|e| unavailable(format!("write: {e}")))
+    }
+
+    /// Reads responses until the one tagged `tag`, which it returns. Untagged `BYE` means
+    /// the backend is going away; other untagged data is not the client's business yet.
+    fn read_tagged(&mut self, tag: &str) -> Result<Vec<u8>, LoginError> {
+        loop {
+            let msg = self.read_message()?;
+            match response::kind(&msg) {
+                Kind::Tagged(t) if t == tag.as_bytes() => return Ok(msg),
+                Kind::Untagged if response::status(&msg).is_some_and(|s| s.status == "BYE") => {
+                    return Err(unavailable(format!("said {}", printable(&msg))));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads until a continuation request (`Ok(None)`) or the tagged answer (`Ok(Some)`).
+    fn read_continuation(&mut self, tag: &str) -> Result<Option<Vec<u8>>, LoginError> {
+        loop {
+            let msg = self.read_message()?;
+            match response::kind(&msg) {
+                Kind::Continuation => return Ok(None),
+                Kind::Tagged(t) if t == tag.as_bytes() => return Ok(Some(msg)),
+                _ => {}
+            }
+        }
+    }
+
+    fn capabilities(&mut self, tag: &str) -> Result<Vec<String>, LoginError> {
+        self.send(format!("{tag} CAPABILITY\r\n").as_bytes())?;
+        let mut caps = None;
+        loop {
+            let msg = self.read_message()?;
+            if let Some(found) = response::capabilities(&msg) {
+                caps = Some(found);
+            }
+            if response::kind(&msg) == Kind::Tagged(tag.as_bytes()) {
+                return caps.ok_or_else(|| unavailable("no CAPABILITY answer"));
+            }
+        }
+    }
+
+    /// `LOGIN user password`, each as a quoted string when printable ASCII, else as a
+    /// literal: non-synchronizing when the backend has LITERAL+, else synchronizing.
+    fn login(
+        &mut self,
+        user: &str,
+        password: &Secret,
+        caps: &[String],
+    ) -> Result<Vec<u8>, LoginError> {
+        let literal_plus = capability::has(caps, "LITERAL+");
+        let mut line = Secret::new(format!("{TAG_LOGIN} LOGIN").into_bytes());
+        for value in [user.as_bytes(), password.expose()] {
+            let buf = line.bytes_mut();
+            buf.push(b' ');
+            if push_quoted(buf, value) {
+                continue;
+            }
+            let plus = if literal_plus { "+" } else { "" };
+            buf.extend_from_slice(format!("{{{}{plus}}}\r\n", value.len()).as_bytes());
+            if !literal_plus {
+                self.send(line.expose())?;
+                if let Some(answer) = self.read_continuation(TAG_LOGIN)? {
+                    return Ok(answer);
+                }
+                line.bytes_mut().clear();
+            }
+            line.bytes_mut().extend_from_slice(value);
+        }
+        line.bytes_mut().extend_from_slice(b"\r\n");
+        self.send(line.expose())?;
+        self.read_tagged(TAG_LOGIN)
+    }
+
+    fn authenticate_plain(
+        &mut self,
+        user: &str,
+        password: &Secret,
+        sasl_ir: bool,
+    ) -> Result<Vec<u8>, LoginError> {
+        let response = sasl::encode_plain(user.as_bytes(), password);
+        let mut line = Secret::new(format!("{TAG_LOGIN} AUTHENTICATE PLAIN").into_bytes());
+        if sasl_ir {
+            line.bytes_mut().push(b' ');
+        } else {
+            line.bytes_mut().extend_from_slice(b"\r\n");
+            self.send(line.expose())?;
+            if let Some(answer) = self.read_continuation(TAG_LOGIN)? {
+                return Ok(answer);
+            }
+            line.bytes_mut().clear();
+        }
+        line.bytes_mut().extend_from_slice(response.expose());
+        line.bytes_mut().extend_from_slice(b"\r\n");
+        self.send(line.expose())?;
+        self.read_tagged(TAG_LOGIN)
+    }
+}
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}

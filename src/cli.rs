@@ -1,0 +1,104 @@
+//! The command line, in the style of classic daemons (no argument-parsing crate: five
+//! options do not need one).
+
+use std::path::PathBuf;
+
+/// Where the configuration lives unless `-f` says otherwise.
+pub const DEFAULT_CONFIG: &str = "/etc/imapgate/imapgate.ini";
+
+/// The usage text for `-h` and for mistakes.
+pub const USAGE: &str = "usage: imapgate [-h] [-v] [-d LEVEL] [-t] [--inetd] [-f FILE]
+  -f FILE    configuration file (default /etc/imapgate/imapgate.ini)
+  -t         check the configuration and exit (0 when valid)
+  -d LEVEL   log verbosity: error, warn, info, debug or trace (overrides log_level)
+  --inetd    serve one connection on stdin/stdout (inetd, xinetd, systemd Accept=yes)
+  -v         print the version and exit
+  -h         print this help and exit";
+
+/// What the command line asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// `-f FILE`.
+    pub config: PathBuf,
+    /// `-t`.
+    pub check_only: bool,
+    /// `-d LEVEL`.
+    pub log_level: Option<log::LevelFilter>,
+    /// `--inetd`.
+    pub inetd: bool,
+}
+
+/// A command line's meaning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Run (or check) with these options.
+    Run(Options),
+    /// `-h`.
+    Help,
+    /// `-v`.
+    Version,
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut opts = Options {
+        config: DEFAULT_CONFIG.into(),
+        check_only: false,
+        log_level: None,
+        inetd: false,
+    };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-v" | "--version" => return Ok(Command::Version),
+            "-t" => opts.check_only = true,
+            "--inetd" => opts.inetd = true,
+            "-f" => opts.config = args.next().ok_or("-f needs a file name")?.into(),
+            "-d" => {
+                let level = args.next().ok_or("-d needs a level")?;
+                let parsed = level
+                    .parse()
+                    .map_err(|_| format!("-d: unknown log level \"{level}\""))?;
+                opts.log_level = Some(parsed);
+            }
+            other => return Err(format!("unknown option \"{other}\"")),
+        }
+    }
+    Ok(Command::Run(opts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Command, String> {
+        parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn options_parse() {
+        let Ok(Command::Run(o)) = run(&["-t", "-f", "x.ini", "-d", "debug", "--inetd"]) else {
+            panic!()
+        };
+        assert_eq!(o.config, PathBuf::from("x.ini"));
+        assert!(o.check_only && o.inetd);
+        assert_eq!(o.log_level, Some(log::LevelFilter::Debug));
+        assert_eq!(run(&["-v"]), Ok(Command::Version));
+        assert_eq!(
+            run(&[])
+                .map(|c| matches!(c, Command::Run(o) if o.config == PathBuf::from(DEFAULT_CONFIG))),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        assert_eq!(run(&["-x"]), Err("unknown option \"-x\"".into()));
+        assert_eq!(run(&["-f"]), Err("-f needs a file name".into()));
+        assert_eq!(
+            run(&["-d", "loud"]),
+            Err("-d: unknown log level \"loud\"".into())
+        );
+    }
+}

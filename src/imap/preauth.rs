@@ -1,0 +1,542 @@
+//! The not-authenticated state, answered by imapgate itself (no backend is involved until
+//! the client presents credentials). Sans-I/O: `PreAuth::feed` takes client bytes and
+//! returns what to send and when to log in; the session driver does the I/O.
+//!
+//! Every command is assembled whole, with its literals, under two limits (command size
+//! and literal size), so a client cannot make us buffer more than a few kilobytes. A
+//! synchronizing literal over the limit is refused before the client sends it; an
+//! oversized non-synchronizing one ends the connection (RFC 7888 §4 allows either).
+
+use super::capability::PRE_LOGIN;
+use super::command::{self, Arg, Command};
+use super::framer::{Event, Framer, Literal, Side};
+use super::sasl::{self, Secret};
+
+/// Bounds on what a client may send before login.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Longest command, lines and literals together.
+    pub max_command: usize,
+    /// Longest single literal.
+    pub max_literal: usize,
+    /// Failed logins before the connection is closed.
+    pub max_failures: u32,
+}
+
+/// Consecutive malformed commands before the connection is closed.
+const MAX_BAD_COMMANDS: u32 = 10;
+
+/// RFC 2971 §3.3 limits on ID parameters.
+const ID_MAX_PAIRS: usize = 30;
+const ID_MAX_FIELD: usize = 30;
+const ID_MAX_VALUE: usize = 1024;
+
+/// Credentials to try on a backend, under the client's tag.
+#[derive(Debug)]
+pub struct Login {
+    /// The client's tag, for the answer.
+    pub tag: String,
+    /// The login name.
+    pub user: String,
+    /// The password, never logged.
+    pub password: Secret,
+}
+
+/// Something for the driver to do, in order.
+#[derive(Debug)]
+pub enum Action {
+    /// Send these bytes to the client.
+    Send(Vec<u8>),
+    /// Route and log in; `feed` stopped right after this command.
+    Login(Login),
+    /// Close the connection after sending what came before.
+    Close(&'static str),
+}
+
+/// The pre-login conversation of one client. See the module documentation.
+#[derive(Debug)]
+pub struct PreAuth {
+    framer: Framer,
+    limits: Limits,
+    message: Vec<u8>,
+    /// The current command is being skipped after it was answered with an error.
+    discarding: bool,
+    /// Tag of an AUTHENTICATE waiting for the client's response line.
+    authenticating: Option<String>,
+    failures: u32,
+    bad_commands: u32,
+    client_id: Option<Vec<(String, Option<String>)>>,
+}
+
+impl PreAuth {
+    /// A new conversation under `limits`.
+    pub fn new(limits: Limits) -> PreAuth {
+        PreAuth {
+            framer: Framer::new(Side::Client),
+            limits,
+            message: Vec::new(),
+            discarding: false,
+            authenticating: None,
+            failures: 0,
+            bad_commands: 0,
+            client_id: None,
+        }
+    }
+
+    /// The greeting, with the pre-login capabilities in its response code.
+    pub fn greeting(text: &str) -> Vec<u8> {
+        format!("* OK [CAPABILITY {}] {text}\r\n", PRE_LOGIN.join(" ")).into_bytes()
+    }
+
+    /// The client's ID parameters, once it sent them (`Some(empty)` for `ID NIL`).
+    pub fn client_id(&self) -> Option<&[(String, Option<String>)]> {
+        self.client_id.as_deref()
+    }
+
+    /// Consumes a prefix of `data`, appending actions to `out`, and returns its length.
+    /// It stops after a `Login` or `Close` action; unconsumed bytes are the client's
+    /// pipelined commands and must be offered again (or to the relay after login).
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<Action>) -> usize {
+        let mut pos = 0;
+        while pos < data.len() {
+            let step = self.framer.advance(&data[pos..]);
+            let chunk = &data[pos..pos + step.consumed];
+            pos += step.consumed;
+            if !self.discarding {
+                self.collect(chunk, out);
+            }
+            let done = match step.event {
+                Some(Event::LineEnd(Some(literal))) => self.on_literal(literal, out),
+                Some(Event::LineEnd(None)) => self.on_message_end(out),
+                _ => false,
+            };
+            if done {
+                break;
+            }
+        }
+        pos
+    }
+
+    fn collect(&mut self, chunk: &[u8], out: &mut Vec<Action>) {
+        if self.message.len() + chunk.len() <= self.limits.max_command {
+            self.message.extend_from_slice(chunk);
+            return;
+        }
+        let text = format!("Command too long (limit {} bytes)", self.limits.max_command);
+        self.reply_current(out, "BAD", &text);
+        self.message = Vec::new();
+        self.discarding = true;
+    }
+
+    /// Decides on a literal just announced; returns true when the connection must close.
+    fn on_literal(&mut self, literal: Literal, out: &mut Vec<Action>) -> bool {
+        let too_big = literal.size > self.limits.max_literal as u64
+            || self.message.len() as u64 + literal.size > self.limits.max_command as u64;
+        if self.discarding || too_big {
+            if !literal.sync {
+                if self.discarding {
+                    return false; // its bytes are skipped with the rest of the command
+                }
+                out.push(Action::Send(b"* BYE Literal too large.\r\n".to_vec()));
+                out.push(Action::Close("literal too large"));
+                return true;
+            }
+            if !self.discarding {
+                let text = format!(
+                    "Literal too large (limit {} bytes)",
+                    self.limits.max_literal
+                );
+                self.reply_current(out, "BAD", &text);
+            }
+            // RFC 9051 §7.5: answering instead of `+` means the literal never comes.
+            self.framer.refuse();
+            self.end_message();
+            return false;
+        }
+        if literal.sync {
+            out.push(Action::Send(b"+ Ready for literal data\r\n".to_vec()));
+            self.framer.grant();
+        }
+        false
+    }
+
+    fn end_message(&mut self) {
+        self.message = Vec::new();
+        self.discarding = false;
+    }
+
+    /// Answers with the tag of the command being read, or untagged when it has none.
+    fn reply_current(&mut self, out: &mut Vec<Action>, status: &str, text: &str) {
+        let tag = match command::tag_and_name(self.framer.head()) {
+            Some((tag, _)) => String::from_utf8_lossy(tag).into_owned(),
+            None => "*".to_string(),
+        };
+        out.push(Action::Send(
+            format!("{tag} {status} {text}\r\n").into_bytes(),
+        ));
+    }
+
+    fn on_message_end(&mut self, out: &mut Vec<Action>) -> bool {
+        if self.discarding {
+            self.end_message();
+            return false;
+        }
+        let message = std::mem::take(&mut self.message);
+        if let Some(tag) = self.authenticating.take() {
+            return self.on_sasl_response(tag, &message, out);
+        }
+        match command::parse(&message) {
+            Ok(cmd) => {
+                self.bad_commands = 0;
+                self.on_command(cmd, out)
+            }
+            Err(e) => {
+                let tag = e.tag.as_deref().unwrap_or("*");
+                out.push(send(format!("{tag} BAD {}\r\n", e.reason)));
+                self.bad_commands += 1;
+                self.close_if(self.bad_commands >= MAX_BAD_COMMANDS, "bad commands", out)
+            }
+        }
+    }
+
+    /// When `cond` holds, says `* BYE Too many WHAT.` and closes, returning true.
+    fn close_if(&self, cond: bool, what: &'static str, out: &mut Vec<Action>) -> bool {
+        if cond {
+            out.push(send(format!("* BYE Too many {what}.\r\n")));
+            out.push(Action::Close(what));
+        }
+        cond
+    }
+
+    fn on_command(&mut self, cmd: Command, out: &mut Vec<Action>) -> bool {
+        let tag = &cmd.tag;
+        match cmd.name.as_str() {
+            "CAPABILITY" => {
+                let caps = PRE_LOGIN.join(" ");
+                out.push(send(format!(
+                    "* CAPABILITY {caps}\r\n{tag} OK Capability completed.\r\n"
+                )));
+            }
+            "NOOP" => out.push(send(format!("{tag} OK NOOP completed.\r\n"))),
+            "LOGOUT" => {
+                out.push(send(format!(
+                    "* BYE Logging out.\r\n{tag} OK Logout completed.\r\n"
+                )));
+                out.push(Action::Close("logout"));
+                return true;
+            }
+            "ID" => self.on_id(&cmd, out),
+            "LOGIN" => return self.on_login(cmd, out),
+            "AUTHENTICATE" => return self.on_authenticate(cmd, out),
+            "STARTTLS" => out.push(send(format!("{tag} BAD TLS is not enabled here.\r\n"))),
+            _ => out.push(send(format!(
+                "{tag} BAD Command unknown or not valid before login.\r\n"
+            ))),
+        }
+        false
+    }
+
+    fn on_id(&mut self, cmd: &Command, out: &mut Vec<Action>) {
+        match parse_id(&cmd.args) {
+            Ok(params) => {
+                self.client_id = Some(params);
+                let version = env!("CARGO_PKG_VERSION");
+                out.push(send(format!(
+                    "* ID (\"name\" \"imapgate\" \"version\" \"{version}\")\r\n{} OK ID completed.\r\n",
+                    cmd.tag
+                )));
+            }
+            Err(reason) => out.push(send(format!("{} BAD {reason}\r\n", cmd.tag))),
+        }
+    }
+
+    fn on_login(&mut self, cmd: Command, out: &mut Vec<Action>) -> bool {
+        let (Some(user), Some(pass), 2) = (
+            cmd.args.first().and_then(Arg::astring),
+            cmd.args.get(1).and_then(Arg::astring),
+            cmd.args.len(),
+        ) else {
+            out.push(send(format!(
+                "{} BAD Usage: LOGIN user password\r\n",
+                cmd.tag
+            )));
+            return false;
+        };
+        let password = Secret::new(pass.to_vec());
+        self.try_login(cmd.tag, user, password, out)
+    }
+
+    fn on_authenticate(&mut self, cmd: Command, out: &mut Vec<Action>) -> bool {
+        let tag = cmd.tag;
+        let mechanism = cmd.args.first().and_then(Arg::astring).unwrap_or_default();
+        if !mechanism.eq_ignore_ascii_case(b"PLAIN") || cmd.args.len() > 2 {
+            let text = "[CANNOT] Unsupported authentication mechanism.";
+            out.push(send(format!("{tag} NO {text}\r\n")));
+            return false;
+        }
+        match cmd.args.get(1) {
+            // RFC 4959: "=" is an empty initial response.
+            Some(Arg::Atom(ir)) => {
+                let ir = if ir == b"=" { &[][..] } else { ir };
+                self.on_sasl_response(tag, ir, out)
+            }
+            Some(_) => {
+                out.push(send(format!("{tag} BAD Invalid initial response.\r\n")));
+                false
+            }
+            None => {
+                out.push(send("+ \r\n".to_string()));
+                self.authenticating = Some(tag);
+                false
+            }
+        }
+    }
+
+    fn on_sasl_response(&mut self, tag: String, line: &[u8], out: &mut Vec<Action>) -> bool {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line == b"*" {
+            out.push(send(format!("{tag} BAD Authentication cancelled.\r\n")));
+            return false;
+        }
+        match sasl::decode_plain(line) {
+            Err(reason) => {
+                out.push(send(format!("{tag} BAD {reason}.\r\n")));
+                false
+            }
+            Ok(plain) if !plain.authzid.is_empty() && plain.authzid != plain.user => {
+                let text = "[AUTHORIZATIONFAILED] Authorization identities are not supported.";
+                out.push(send(format!("{tag} NO {text}\r\n")));
+                self.login_failed(out)
+            }
+            Ok(plain) => self.try_login(tag, &plain.user, plain.password, out),
+        }
+    }
+
+    fn try_login(
+        &mut self,
+        tag: String,
+        user: &[u8],
+        password: Secret,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        // RFC 9051 quoted strings cannot carry CR, LF or NUL, and a literal carrying them
+        // could confuse a backend's own parser: such credentials are never sent on.
+        let unsafe_byte = |b: &u8| matches!(b, b'\r' | b'\n' | 0);
+        let user = match std::str::from_utf8(user) {
+            Ok(u) if !u.is_empty() && !user.iter().any(unsafe_byte) => u,
+            _ => {
+                let text = "[AUTHENTICATIONFAILED] Invalid user name.";
+                out.push(send(format!("{tag} NO {text}\r\n")));
+                return self.login_failed(out);
+            }
+        };
+        if password.expose().iter().any(unsafe_byte) {
+            let text = "[AUTHENTICATIONFAILED] Passwords must not contain CR, LF or NUL.";
+            out.push(send(format!("{tag} NO {text}\r\n")));
+            return self.login_failed(out);
+        }
+        out.push(Action::Login(Login {
+            tag,
+            user: user.to_string(),
+            password,
+        }));
+        true
+    }
+
+    /// Counts a failed login; after too many, appends the BYE and returns true.
+    pub fn login_failed(&mut self, out: &mut Vec<Action>) -> bool {
+        self.failures += 1;
+        self.close_if(
+            self.failures >= self.limits.max_failures,
+            "failed logins",
+            out,
+        )
+    }
+}
+
+fn send(text: String) -> Action {
+    Action::Send(text.into_bytes())
+}
+
+/// RFC 2971: `ID NIL` or `ID (field value ...)` with string fields and string-or-NIL values.
+fn parse_id(args: &[Arg]) -> Result<Vec<(String, Option<String>)>, &'static str> {
+    let invalid = "Invalid ID parameters (RFC 2971: ID NIL or ID (\"field\" \"value\" ...))";
+    match args {
+        [arg] if arg.is_nil() => Ok(Vec::new()),
+        [Arg::List(items)] if items.len() % 2 == 0 && items.len() / 2 <= ID_MAX_PAIRS => {
+            let mut params = Vec::new();
+            for pair in items.chunks(2) {
+                let Arg::String(field) = &pair[0] else {
+                    return Err(invalid);
+                };
+                let value = match &pair[1] {
+                    Arg::String(v) if v.len() <= ID_MAX_VALUE => Some(v),
+                    v if v.is_nil() => None,
+                    _ => return Err(invalid),
+                };
+                if field.len() > ID_MAX_FIELD {
+                    return Err(invalid);
+                }
+                let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                params.push((text(field), value.map(|v| text(v))));
+            }
+            Ok(params)
+        }
+        _ => Err(invalid),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_command: 200,
+        max_literal: 50,
+        max_failures: 2,
+    };
+
+    /// Feeds `input` whole and renders the actions as text.
+    fn run(p: &mut PreAuth, input: &[u8]) -> (usize, String) {
+        let mut out = Vec::new();
+        let n = p.feed(input, &mut out);
+        let text = out
+            .iter()
+            .map(|a| match a {
+                Action::Send(b) => String::from_utf8_lossy(b).into_owned(),
+                Action::Login(l) => format!("LOGIN {} {} {:?}\n", l.tag, l.user, l.password),
+                Action::Close(why) => format!("CLOSE {why}\n"),
+            })
+            .collect();
+        (n, text)
+    }
+
+    fn password_of(input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        PreAuth::new(LIMITS).feed(input, &mut out);
+        match out.pop() {
+            Some(Action::Login(l)) => l.password.expose().to_vec(),
+            other => panic!("no login: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn simple_commands_are_answered_locally() {
+        let mut p = PreAuth::new(LIMITS);
+        let (_, t) = run(
+            &mut p,
+            b"a CAPABILITY\r\nb noop\r\nc ID (\"name\" \"Kontact\")\r\n",
+        );
+        assert!(t.starts_with("* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN\r\na OK"));
+        assert!(t.contains("b OK NOOP completed.\r\n"));
+        assert!(t.contains("* ID (\"name\" \"imapgate\""));
+        assert_eq!(
+            p.client_id().unwrap()[0],
+            ("name".into(), Some("Kontact".into()))
+        );
+        let (_, t) = run(&mut p, b"d LOGOUT\r\ne NOOP\r\n");
+        assert_eq!(
+            t,
+            "* BYE Logging out.\r\nd OK Logout completed.\r\nCLOSE logout\n"
+        );
+    }
+
+    #[test]
+    fn login_stops_feeding_so_pipelined_commands_reach_the_relay() {
+        let mut p = PreAuth::new(LIMITS);
+        let input = b"a LOGIN alice secret\r\nb SELECT INBOX\r\n";
+        let (n, t) = run(&mut p, input);
+        assert_eq!(t, "LOGIN a alice <redacted>\n");
+        assert_eq!(&input[n..], b"b SELECT INBOX\r\n");
+    }
+
+    #[test]
+    fn passwords_arrive_intact_through_every_string_form() {
+        let want = "p a\"s\\s é".as_bytes();
+        assert_eq!(
+            password_of("a LOGIN u \"p a\\\"s\\\\s é\"\r\n".as_bytes()),
+            want
+        );
+        let mut lit = format!("a LOGIN u {{{}}}\r\n", want.len()).into_bytes();
+        lit.extend_from_slice(want);
+        lit.extend_from_slice(b"\r\n");
+        assert_eq!(password_of(&lit), want);
+        let plus = String::from_utf8_lossy(&lit).replace("}\r\n", "+}\r\n");
+        assert_eq!(password_of(plus.as_bytes()), want);
+    }
+
+    #[test]
+    fn a_synchronizing_literal_is_invited_then_read() {
+        let mut p = PreAuth::new(LIMITS);
+        let (n, t) = run(&mut p, b"a LOGIN {5}\r\n");
+        assert_eq!((n, t.as_str()), (13, "+ Ready for literal data\r\n"));
+        let (_, t) = run(&mut p, b"alice secret\r\n");
+        assert_eq!(t, "LOGIN a alice <redacted>\n");
+    }
+
+    #[test]
+    fn oversized_literals_are_refused_without_being_read() {
+        let mut p = PreAuth::new(LIMITS);
+        let (_, t) = run(&mut p, b"a LOGIN {51}\r\nb NOOP\r\n");
+        assert_eq!(
+            t,
+            "a BAD Literal too large (limit 50 bytes)\r\nb OK NOOP completed.\r\n"
+        );
+        let (_, t) = run(&mut p, b"c LOGIN {51+}\r\n");
+        assert_eq!(t, "* BYE Literal too large.\r\nCLOSE literal too large\n");
+    }
+
+    #[test]
+    fn an_overlong_command_is_answered_once_and_skipped() {
+        let mut p = PreAuth::new(LIMITS);
+        let mut input = b"a NOOP ".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 300));
+        input.extend_from_slice(b"\r\nb NOOP\r\n");
+        let (_, t) = run(&mut p, &input);
+        assert_eq!(
+            t,
+            "a BAD Command too long (limit 200 bytes)\r\nb OK NOOP completed.\r\n"
+        );
+    }
+
+    #[test]
+    fn authenticate_plain_with_and_without_initial_response() {
+        let mut p = PreAuth::new(LIMITS);
+        let (_, t) = run(&mut p, b"a AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==\r\n");
+        assert_eq!(t, "LOGIN a alice <redacted>\n");
+        let mut p = PreAuth::new(LIMITS);
+        let (_, t) = run(&mut p, b"b authenticate plain\r\n");
+        assert_eq!(t, "+ \r\n");
+        let (_, t) = run(&mut p, b"AGFsaWNlAHNlY3JldA==\r\n");
+        assert_eq!(t, "LOGIN b alice <redacted>\n");
+        let mut p = PreAuth::new(LIMITS);
+        run(&mut p, b"c AUTHENTICATE PLAIN\r\n");
+        let (_, t) = run(&mut p, b"*\r\nd NOOP\r\n");
+        assert_eq!(
+            t,
+            "c BAD Authentication cancelled.\r\nd OK NOOP completed.\r\n"
+        );
+    }
+
+    #[test]
+    fn unsafe_credentials_never_leave_and_failures_are_counted() {
+        let mut p = PreAuth::new(LIMITS);
+        let (_, t) = run(&mut p, b"a LOGIN alice {3}\r\n");
+        assert!(t.starts_with('+'));
+        let (_, t) = run(&mut p, b"a\nb\r\n");
+        assert!(t.starts_with("a NO [AUTHENTICATIONFAILED]"), "{t}");
+        let (_, t) = run(&mut p, b"x AUTHENTICATE PLAIN AGFsaWNlAGENYg==\r\n");
+        assert!(t.contains("x NO [AUTHENTICATIONFAILED]"), "{t}");
+        assert!(t.ends_with("* BYE Too many failed logins.\r\nCLOSE failed logins\n"));
+    }
+
+    #[test]
+    fn malformed_commands_get_specific_bad_answers() {
+        let mut p = PreAuth::new(LIMITS);
+        let (_, t) = run(&mut p, b"a LOGIN \"x\r\nb SELECT INBOX\r\nc ID (\"k\")\r\n");
+        assert!(t.starts_with("a BAD Unterminated quoted string\r\n"), "{t}");
+        assert!(t.contains("b BAD Command unknown or not valid before login.\r\n"));
+        assert!(t.contains("c BAD Invalid ID parameters"));
+    }
+}
