@@ -87,7 +87,7 @@ mod tests {
         assert_eq!(run(&["-v"]), Ok(Command::Version));
         assert_eq!(
             run(&[])
-                .map(|c| matches!(c, Command::Run(o) if o.config == PathBuf::from(DEFAULT_CONFIG))),
+                .map(|c| matches!(c, Command::Run(o) if o.config.as_os_str() == DEFAULT_CONFIG)),
             Ok(true)
         );
     }

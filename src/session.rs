@@ -89,7 +89,9 @@ struct Session<'a> {
 impl Session<'_> {
     fn run(&mut self, mut client: TcpStream) -> String {
         let global = &self.config.global;
-        let _ = client.set_read_timeout(Some(global.preauth_timeout));
+        // A deadline, not an inactivity timer: a client trickling one byte at a time
+        // gets no more time than a silent one.
+        let deadline = Instant::now() + global.preauth_timeout;
         let _ = client.set_write_timeout(Some(global.preauth_timeout));
         let mut preauth = PreAuth::new(Limits {
             max_command: global.preauth_max_line,
@@ -125,7 +127,7 @@ impl Session<'_> {
                     return reason;
                 }
             }
-            match self.receive(&mut client, &mut input) {
+            match self.receive(&mut client, &mut input, deadline) {
                 Ok(0) => return "client-closed".into(),
                 Ok(_) => {}
                 Err(e)
@@ -148,7 +150,17 @@ impl Session<'_> {
         Ok(())
     }
 
-    fn receive(&mut self, client: &mut TcpStream, input: &mut Vec<u8>) -> io::Result<usize> {
+    fn receive(
+        &mut self,
+        client: &mut TcpStream,
+        input: &mut Vec<u8>,
+        deadline: Instant,
+    ) -> io::Result<usize> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        client.set_read_timeout(Some(left))?;
         let mut chunk = [0u8; 4096];
         let n = client.read(&mut chunk)?;
         input.extend_from_slice(&chunk[..n]);

@@ -1,0 +1,366 @@
+//! The typed configuration, loaded from one INI file.
+//!
+//! Loading runs in three steps and collects every problem on the way, each as
+//! `PATH:LINE: message`: `ini.rs` checks the syntax and remembers lines, the section
+//! parsers here, in `global.rs` and in `map.rs` type the values, and references between
+//! sections (map → backend, listener → map) are resolved by name. No I/O besides reading
+//! the file; nothing is bound or resolved here.
+
+mod error;
+mod global;
+mod ini;
+mod map;
+pub(crate) mod template;
+mod value;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use global::{Global, LogTarget};
+pub use map::{Map, MapKind, RegexRoute};
+
+use error::Diag;
+use ini::{Entry, Section};
+use value::{is_name, parse_host, parse_listen, parse_port, positive_duration};
+
+/// The whole configuration. Backends, maps and listeners keep the file's order.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from (as given, for messages).
+    pub path: PathBuf,
+    /// `[global]`, or the defaults.
+    pub global: Global,
+    /// `[backend NAME]` sections.
+    pub backends: Vec<Backend>,
+    /// `[map NAME]` sections.
+    pub maps: Vec<Map>,
+    /// `[listener NAME]` sections; at least one.
+    pub listeners: Vec<Listener>,
+}
+
+/// One `[backend NAME]` section: an IMAP server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// NAME from the section header.
+    pub name: String,
+    /// Host name or IP literal (IPv6 without brackets).
+    pub host: String,
+    /// TCP port, default 143.
+    pub port: u16,
+    /// Limit for the TCP connect, default 10s.
+    pub connect_timeout: Duration,
+    /// Limit for waiting on the greeting and login answers (`timeout`), default 30s.
+    pub timeout: Duration,
+}
+
+/// One `[listener NAME]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// NAME from the section header.
+    pub name: String,
+    /// Addresses to bind; never empty.
+    pub listen: Vec<SocketAddr>,
+    /// Index into [`Config::maps`].
+    pub map: usize,
+}
+
+impl Config {
+    /// Reads and parses `path`. An unreadable file is one error at line 0.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, path),
+            Err(e) => Err(ConfigErrors(vec![ConfigError {
+                path: path.to_path_buf(),
+                line: 0,
+                msg: format!("cannot read: {e}"),
+            }])),
+        }
+    }
+
+    /// Parses `text`; `path` is used for messages and [`Config::path`].
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        let mut diag = Diag::new(path);
+        let sections = ini::read(text, &mut diag);
+        match build(&sections, ini::line_count(text), path, &mut diag) {
+            Some(config) if diag.is_empty() => Ok(config),
+            _ => {
+                if diag.is_empty() {
+                    diag.err(0, "internal error: configuration rejected without a reason");
+                }
+                Err(diag.into_errors())
+            }
+        }
+    }
+
+    /// Index of the backend called `name` in [`Config::backends`].
+    pub fn backend_index(&self, name: &str) -> Option<usize> {
+        self.backends.iter().position(|b| b.name == name)
+    }
+
+    /// Index of the map called `name` in [`Config::maps`].
+    pub fn map_index(&self, name: &str) -> Option<usize> {
+        self.maps.iter().position(|m| m.name == name)
+    }
+}
+
+/// Sections by kind, in file order.
+#[derive(Default)]
+struct Sorted<'a> {
+    global: Option<&'a Section>,
+    backends: Vec<(&'a str, &'a Section)>,
+    maps: Vec<(&'a str, &'a Section)>,
+    listeners: Vec<(&'a str, &'a Section)>,
+}
+
+fn build(sections: &[Section], last_line: usize, path: &Path, diag: &mut Diag) -> Option<Config> {
+    let sorted = sort(sections, diag);
+    let global = sorted
+        .global
+        .map(|s| global::parse(s, diag))
+        .unwrap_or_default();
+    let backend_idx = name_index(&sorted.backends);
+    let map_idx = name_index(&sorted.maps);
+    let backends: Vec<_> = sorted
+        .backends
+        .iter()
+        .map(|(n, s)| parse_backend(n, s, diag))
+        .collect();
+    let maps: Vec<_> = sorted
+        .maps
+        .iter()
+        .map(|(n, s)| map::parse(n, s, &backend_idx, diag))
+        .collect();
+    let mut addrs = HashMap::new();
+    let listeners: Vec<_> = sorted
+        .listeners
+        .iter()
+        .map(|(n, s)| parse_listener(n, s, &map_idx, &mut addrs, diag))
+        .collect();
+    if listeners.is_empty() {
+        diag.err(
+            last_line,
+            "no [listener NAME] section: at least one listener is required",
+        );
+    }
+    Some(Config {
+        path: path.to_path_buf(),
+        global,
+        backends: backends.into_iter().collect::<Option<_>>()?,
+        maps: maps.into_iter().collect::<Option<_>>()?,
+        listeners: listeners.into_iter().collect::<Option<_>>()?,
+    })
+}
+
+/// Name → position, for resolving references before the sections are typed.
+fn name_index(list: &[(&str, &Section)]) -> HashMap<String, usize> {
+    list.iter()
+        .enumerate()
+        .map(|(i, (n, _))| (n.to_string(), i))
+        .collect()
+}
+
+/// Checks section headers and sorts sections by kind. Sections with a bad header or a
+/// duplicate name are reported and skipped, and so are their keys.
+fn sort<'a>(sections: &'a [Section], diag: &mut Diag) -> Sorted<'a> {
+    let mut sorted = Sorted::default();
+    let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
+    for sec in sections {
+        let Some(header) = sec.name.as_deref() else {
+            for e in &sec.entries {
+                diag.err(e.line, format!("key {:?} outside of any section", e.key));
+            }
+            continue;
+        };
+        let words: Vec<&str> = header.split_whitespace().collect();
+        let (kind, name) = match words[..] {
+            ["global"] => ("global", ""),
+            ["global", ..] => {
+                diag.err(sec.line, "[global] takes no name");
+                continue;
+            }
+            [kind @ ("backend" | "map" | "listener"), name] if is_name(name) => (kind, name),
+            [kind @ ("backend" | "map" | "listener"), ..] => {
+                diag.err(
+                    sec.line,
+                    format!("invalid section header [{header}]: expected [{kind} NAME] with NAME of A-Z a-z 0-9 _ . -"),
+                );
+                continue;
+            }
+            ["rule", ..] => {
+                diag.err(sec.line, "rule sections are not supported yet");
+                continue;
+            }
+            _ => {
+                diag.err(
+                    sec.line,
+                    format!(
+                        "unknown section [{header}] (expected global, backend, map or listener)"
+                    ),
+                );
+                continue;
+            }
+        };
+        if let Some(first) = seen.get(&(kind, name)) {
+            diag.err(
+                sec.line,
+                format!("duplicate section [{header}] (first at line {first})"),
+            );
+            continue;
+        }
+        seen.insert((kind, name), sec.line);
+        match kind {
+            "global" => sorted.global = Some(sec),
+            "backend" => sorted.backends.push((name, sec)),
+            "map" => sorted.maps.push((name, sec)),
+            _ => sorted.listeners.push((name, sec)),
+        }
+    }
+    sorted
+}
+
+fn parse_backend(name: &str, sec: &Section, diag: &mut Diag) -> Option<Backend> {
+    let before = diag.count();
+    let label = format!("[backend {name}]");
+    check_keys(
+        sec,
+        &label,
+        &["host", "port", "connect_timeout", "timeout"],
+        &[],
+        diag,
+    );
+    let host = required(sec, &label, "host", diag, parse_host);
+    let port = value_of(sec, "port", diag, parse_port);
+    let connect_timeout = value_of(sec, "connect_timeout", diag, positive_duration);
+    let timeout = value_of(sec, "timeout", diag, positive_duration);
+    let backend = Backend {
+        name: name.to_string(),
+        host: host?,
+        port: port.unwrap_or(143),
+        connect_timeout: connect_timeout.unwrap_or(Duration::from_secs(10)),
+        timeout: timeout.unwrap_or(Duration::from_secs(30)),
+    };
+    (diag.count() == before).then_some(backend)
+}
+
+fn parse_listener(
+    name: &str,
+    sec: &Section,
+    maps: &HashMap<String, usize>,
+    addrs: &mut HashMap<SocketAddr, (String, usize)>,
+    diag: &mut Diag,
+) -> Option<Listener> {
+    let before = diag.count();
+    let label = format!("[listener {name}]");
+    check_keys(sec, &label, &["listen", "map"], &["listen"], diag);
+    let mut listen = Vec::new();
+    for e in sec.entries.iter().filter(|e| e.key == "listen") {
+        if e.value.is_empty() {
+            diag.err(e.line, "listen: empty value");
+        }
+        for word in e.value.split_whitespace() {
+            match parse_listen(word) {
+                Err(m) => diag.err(e.line, format!("listen: {m}")),
+                Ok(a) => match addrs.get(&a) {
+                    Some((other, line)) => diag.err(
+                        e.line,
+                        format!("listen: {a} is already used by [listener {other}] (line {line})"),
+                    ),
+                    None => {
+                        addrs.insert(a, (name.to_string(), e.line));
+                        listen.push(a);
+                    }
+                },
+            }
+        }
+    }
+    if first(sec, "listen").is_none() {
+        diag.err(
+            sec.line,
+            format!("{label}: missing required key \"listen\""),
+        );
+    }
+    let map = required(sec, &label, "map", diag, |s| {
+        maps.get(s)
+            .copied()
+            .ok_or_else(|| format!("undefined map {s:?}"))
+    });
+    let listener = Listener {
+        name: name.to_string(),
+        listen,
+        map: map?,
+    };
+    (diag.count() == before).then_some(listener)
+}
+
+/// Reports keys not in `allowed`, and repeated keys not in `repeatable`.
+pub(crate) fn check_keys(
+    sec: &Section,
+    label: &str,
+    allowed: &[&str],
+    repeatable: &[&str],
+    diag: &mut Diag,
+) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for e in &sec.entries {
+        let key = e.key.as_str();
+        if !allowed.contains(&key) {
+            let known = allowed.join(", ");
+            diag.err(
+                e.line,
+                format!("unknown key {key:?} in {label} (known keys: {known})"),
+            );
+            continue;
+        }
+        if repeatable.contains(&key) {
+            continue;
+        }
+        match seen.get(key) {
+            Some(first) => diag.err(
+                e.line,
+                format!("duplicate key {key:?} (first at line {first})"),
+            ),
+            None => {
+                seen.insert(key, e.line);
+            }
+        }
+    }
+}
+
+/// The first entry for `key`.
+pub(crate) fn first<'a>(sec: &'a Section, key: &str) -> Option<&'a Entry> {
+    sec.entries.iter().find(|e| e.key == key)
+}
+
+/// Parses the first value of `key`; a bad value is reported as `key: message`.
+pub(crate) fn value_of<T>(
+    sec: &Section,
+    key: &str,
+    diag: &mut Diag,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Option<T> {
+    let e = first(sec, key)?;
+    parse(&e.value)
+        .map_err(|m| diag.err(e.line, format!("{key}: {m}")))
+        .ok()
+}
+
+/// Like [`value_of`], but a missing key is reported at the section header.
+fn required<T>(
+    sec: &Section,
+    label: &str,
+    key: &str,
+    diag: &mut Diag,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Option<T> {
+    if first(sec, key).is_none() {
+        diag.err(sec.line, format!("{label}: missing required key {key:?}"));
+        return None;
+    }
+    value_of(sec, key, diag, parse)
+}
+
+#[cfg(test)]
+mod tests;
