@@ -7,26 +7,31 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config;
+use crate::config::{self, TlsMode};
 use crate::imap::capability;
 use crate::imap::command::push_quoted;
 use crate::imap::framer::{Event, Framer, Side};
 use crate::imap::response::{self, Kind};
 use crate::imap::sasl::{self, Secret};
+use crate::tls::{self, BackendTls};
+use crate::transport::Transport;
 
 /// A logged-in backend connection, ready for the relay.
 #[derive(Debug)]
 pub struct Session {
     /// The connection, still in blocking mode.
-    pub stream: TcpStream,
+    pub stream: Transport,
     /// Bytes the backend sent after its login answer; they belong to the relay.
     pub leftover: Vec<u8>,
     /// The backend's capabilities after login.
     pub capabilities: Vec<String>,
     /// The text of the backend's tagged OK.
     pub ok_text: String,
+    /// Protocol and cipher suite when the backend connection is TLS.
+    pub tls: Option<String>,
 }
 
 /// Why a login on the backend did not succeed.
@@ -56,41 +61,39 @@ const TAG_CAPABILITY: &str = "ig0";
 const TAG_LOGIN: &str = "ig1";
 const TAG_CAPABILITY_AFTER: &str = "ig2";
 
-/// Connects to `backend` and logs in as `user`.
+const TAG_STARTTLS: &str = "ig3";
+
+/// Connects to `backend` (with TLS as configured) and logs in as `user`.
 pub fn login(
     backend: &config::Backend,
+    tls: Option<&BackendTls>,
     user: &str,
     password: &Secret,
 ) -> Result<Session, LoginError> {
-    let stream = connect(backend)?;
     let deadline = Instant::now() + backend.timeout;
-    let mut conn = Conn {
-        stream,
-        buf: Vec::new(),
-        deadline,
-        framer: Framer::new(Side::Server),
-    };
+    let mut stream = Transport::plain(connect(backend)?);
+    if let Some(tls) = tls.filter(|t| t.mode == TlsMode::Implicit) {
+        stream
+            .connect_tls(Arc::clone(&tls.config), tls.server_name.clone(), deadline)
+            .map_err(|e| unavailable(format!("TLS: {e}")))?;
+    }
+    let mut conn = Conn { stream, buf: Vec::new(), deadline, framer: Framer::new(Side::Server) };
     let greeting = conn.read_message()?;
     let status = response::status(&greeting);
     match status.as_ref().map(|s| s.status.as_str()) {
         Some("OK") => {}
-        Some("BYE") => {
-            return Err(unavailable(format!(
-                "greeted with {}",
-                printable(&greeting)
-            )))
-        }
-        _ => {
-            return Err(unavailable(format!(
-                "unexpected greeting {}",
-                printable(&greeting)
-            )))
-        }
+        Some("BYE") => return Err(unavailable(format!("greeted with {}", printable(&greeting)))),
+        _ => return Err(unavailable(format!("unexpected greeting {}", printable(&greeting)))),
     }
-    let caps = match response::capabilities(&greeting) {
+    let mut caps = match response::capabilities(&greeting) {
         Some(caps) => caps,
         None => conn.capabilities(TAG_CAPABILITY)?,
     };
+    if let Some(tls) = tls.filter(|t| t.mode == TlsMode::Starttls) {
+        conn.starttls(tls, &caps)?;
+        // RFC 9051 §6.2.1: capabilities learned before TLS must be discarded.
+        caps = conn.capabilities(TAG_CAPABILITY)?;
+    }
     let answer = if capability::has(&caps, "LOGINDISABLED") {
         if !capability::has(&caps, "AUTH=PLAIN") {
             return Err(unavailable("LOGINDISABLED and no AUTH=PLAIN"));
@@ -117,12 +120,8 @@ pub fn login(
         Some(caps) => caps,
         None => conn.capabilities(TAG_CAPABILITY_AFTER)?,
     };
-    Ok(Session {
-        stream: conn.stream,
-        leftover: conn.buf,
-        capabilities,
-        ok_text,
-    })
+    let tls = conn.stream.tls_state().map(tls::describe);
+    Ok(Session { stream: conn.stream, leftover: conn.buf, capabilities, ok_text, tls })
 }
 
 fn connect(backend: &config::Backend) -> Result<TcpStream, LoginError> {
@@ -145,14 +144,11 @@ fn connect(backend: &config::Backend) -> Result<TcpStream, LoginError> {
 /// Printable form of a backend line for logs (never holds credentials: only responses).
 fn printable(line: &[u8]) -> String {
     let line = line.strip_suffix(b"\r\n").unwrap_or(line);
-    line.iter()
-        .take(200)
-        .map(|&b| b.escape_ascii().to_string())
-        .collect()
+    line.iter().take(200).map(|&b| b.escape_ascii().to_string()).collect()
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Transport,
     buf: Vec<u8>,
     deadline: Instant,
     framer: Framer,
@@ -183,9 +179,7 @@ impl Conn {
         if left.is_zero() {
             return Err(unavailable("timed out"));
         }
-        let _ = self
-            .stream
-            .set_read_timeout(Some(left.max(Duration::from_millis(1))));
+        let _ = self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1))));
         let mut chunk = [0u8; 4096];
         match self.stream.read(&mut chunk) {
             Ok(0) => Err(unavailable("connection closed")),
@@ -200,12 +194,36 @@ impl Conn {
 
     fn send(&mut self, bytes: &[u8]) -> Result<(), LoginError> {
         let left = self.deadline.saturating_duration_since(Instant::now());
-        let _ = self
-            .stream
-            .set_write_timeout(Some(left.max(Duration::from_millis(1))));
+        let _ = self.stream.set_write_timeout(Some(left.max(Duration::from_millis(1))));
+        let sent = self.stream.write_all(bytes).and_then(|()| self.stream.flush());
+        sent.map_err(|e| unavailable(format!("write: {e}")))
+    }
+
+    /// Upgrades to TLS. Whatever the backend sent after its OK and before the handshake
+    /// is discarded (the STARTTLS injection defence, CVE-2011-0411 class); a backend that
+    /// does not offer or refuses STARTTLS is not used at all, never in plaintext.
+    fn starttls(&mut self, tls: &BackendTls, caps: &[String]) -> Result<(), LoginError> {
+        if !capability::has(caps, "STARTTLS") {
+            return Err(unavailable("STARTTLS is configured but the backend does not offer it"));
+        }
+        self.send(format!("{TAG_STARTTLS} STARTTLS\r\n").as_bytes())?;
+        let answer = self.read_tagged(TAG_STARTTLS)?;
+        if response::status(&answer).is_none_or(|s| s.status != "OK") {
+            return Err(unavailable(format!("STARTTLS refused: {}", printable(&answer))));
+        }
+        if !self.buf.is_empty() {
+            log::warn!(
+                "backend {}: discarded {} bytes sent after its STARTTLS OK and before TLS",
+                tls.server_name.to_str(),
+                self.buf.len()
+            );
+            self.buf.clear();
+        }
+        self.framer = Framer::new(Side::Server);
+        let name = tls.server_name.clone();
         self.stream
-            .write_all(bytes)
-            .map_err(|e| unavailable(format!("write: {e}")))
+            .connect_tls(Arc::clone(&tls.config), name, self.deadline)
+            .map_err(|e| unavailable(format!("TLS after STARTTLS: {e}")))
     }
 
     /// Reads responses until the one tagged `tag`, which it returns. Untagged `BYE` means
@@ -306,8 +324,5 @@ impl Conn {
     }
 }
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }

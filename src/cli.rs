@@ -41,12 +41,8 @@ pub enum Command {
 
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
-    let mut opts = Options {
-        config: DEFAULT_CONFIG.into(),
-        check_only: false,
-        log_level: None,
-        inetd: false,
-    };
+    let mut opts =
+        Options { config: DEFAULT_CONFIG.into(), check_only: false, log_level: None, inetd: false };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -57,9 +53,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             "-f" => opts.config = args.next().ok_or("-f needs a file name")?.into(),
             "-d" => {
                 let level = args.next().ok_or("-d needs a level")?;
-                let parsed = level
-                    .parse()
-                    .map_err(|_| format!("-d: unknown log level \"{level}\""))?;
+                let parsed =
+                    level.parse().map_err(|_| format!("-d: unknown log level \"{level}\""))?;
                 opts.log_level = Some(parsed);
             }
             other => return Err(format!("unknown option \"{other}\"")),
@@ -96,9 +91,6 @@ mod tests {
     fn mistakes_are_named() {
         assert_eq!(run(&["-x"]), Err("unknown option \"-x\"".into()));
         assert_eq!(run(&["-f"]), Err("-f needs a file name".into()));
-        assert_eq!(
-            run(&["-d", "loud"]),
-            Err("-d: unknown log level \"loud\"".into())
-        );
+        assert_eq!(run(&["-d", "loud"]), Err("-d: unknown log level \"loud\"".into()));
     }
 }

@@ -8,8 +8,8 @@ use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 
-use crate::config::Config;
 use crate::session::{self, Origin};
+use crate::Runtime;
 
 /// Takes the client socket from stdin and detaches the standard descriptors.
 pub fn take_client() -> io::Result<TcpStream> {
@@ -29,14 +29,8 @@ pub fn take_client() -> io::Result<TcpStream> {
 }
 
 /// Serves the one connection.
-pub fn serve(config: Arc<Config>, client: TcpStream) {
-    let peer = client
-        .peer_addr()
-        .map_or_else(|_| "local".to_string(), |a| a.to_string());
-    let origin = Origin {
-        id: session::next_id(),
-        client: peer,
-        listener: 0,
-    };
-    session::serve(config, origin, client);
+pub fn serve(runtime: Arc<Runtime>, client: TcpStream) {
+    let peer = client.peer_addr().map_or_else(|_| "local".to_string(), |a| a.to_string());
+    let origin = Origin { id: session::next_id(), client: peer, listener: 0 };
+    session::serve(runtime, origin, client);
 }

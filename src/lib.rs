@@ -14,10 +14,22 @@ pub mod relay;
 pub mod route;
 pub mod session;
 mod sys;
+pub mod tls;
+pub mod transport;
+pub mod x509;
 
 use std::sync::Arc;
 
 use config::Config;
+
+/// What every session shares: the configuration and the TLS configurations built from it.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The loaded configuration.
+    pub config: Config,
+    /// TLS configurations, loaded before any privilege drop.
+    pub tls: tls::Contexts,
+}
 
 /// Exit codes from sysexits(3).
 mod exit {
@@ -48,6 +60,10 @@ pub fn main() -> i32 {
         Ok(config) => config,
         Err(errors) => return config_failed(&opts, &errors),
     };
+    let tls = match tls::load(&config) {
+        Ok(tls) => tls,
+        Err(errors) => return config_failed(&opts, &errors),
+    };
     if opts.check_only {
         println!("{}: configuration OK", opts.config.display());
         return 0;
@@ -59,11 +75,18 @@ pub fn main() -> i32 {
         return exit::CONFIG;
     }
     logging::install_panic_hook();
-    let config = Arc::new(config);
+    for backend in config.backends.iter().filter(|b| b.tls_insecure_skip_verify) {
+        log::warn!(
+            "backend {}: tls_insecure_skip_verify = yes: its certificate is NOT verified, \
+             anyone on the path can read the users' passwords",
+            backend.name
+        );
+    }
+    let runtime = Arc::new(Runtime { config, tls });
     if opts.inetd {
         return match inetd::take_client() {
             Ok(client) => {
-                inetd::serve(config, client);
+                inetd::serve(runtime, client);
                 0
             }
             Err(e) => {
@@ -72,14 +95,11 @@ pub fn main() -> i32 {
             }
         };
     }
-    match listener::bind(&config) {
+    match listener::bind(&runtime.config) {
         Ok(bound) => {
-            log::info!(
-                "imapgate {} started with {}",
-                env!("CARGO_PKG_VERSION"),
-                config.path.display()
-            );
-            listener::run(config, bound);
+            let path = runtime.config.path.display();
+            log::info!("imapgate {} started with {path}", env!("CARGO_PKG_VERSION"));
+            listener::run(runtime, bound);
             0
         }
         Err(e) => {

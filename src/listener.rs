@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::session::{self, Origin};
+use crate::Runtime;
 
 /// A bound listening socket and the listener section it belongs to.
 pub struct Bound {
@@ -24,29 +25,25 @@ pub fn bind(config: &Config) -> Result<Vec<Bound>, String> {
         for addr in &listener.listen {
             let socket = TcpListener::bind(addr)
                 .map_err(|e| format!("listener {}: cannot listen on {addr}: {e}", listener.name))?;
-            bound.push(Bound {
-                socket,
-                listener: index,
-                addr: *addr,
-            });
+            bound.push(Bound { socket, listener: index, addr: *addr });
         }
     }
     Ok(bound)
 }
 
 /// Accepts connections forever, one thread per listening socket.
-pub fn run(config: Arc<Config>, bound: Vec<Bound>) {
+pub fn run(runtime: Arc<Runtime>, bound: Vec<Bound>) {
     let mut acceptors = Vec::new();
     for b in bound {
-        let config = Arc::clone(&config);
+        let runtime = Arc::clone(&runtime);
         log::info!(
             "listening on {} (listener {})",
             b.addr,
-            config.listeners[b.listener].name
+            runtime.config.listeners[b.listener].name
         );
         let spawned = thread::Builder::new()
             .name(format!("accept-{}", b.addr))
-            .spawn(move || accept_loop(config, b));
+            .spawn(move || accept_loop(runtime, b));
         match spawned {
             Ok(handle) => acceptors.push(handle),
             Err(e) => log::error!("cannot start the accept thread: {e}"),
@@ -57,10 +54,10 @@ pub fn run(config: Arc<Config>, bound: Vec<Bound>) {
     }
 }
 
-fn accept_loop(config: Arc<Config>, bound: Bound) {
+fn accept_loop(runtime: Arc<Runtime>, bound: Bound) {
     loop {
         match bound.socket.accept() {
-            Ok((stream, peer)) => spawn_session(&config, bound.listener, stream, peer),
+            Ok((stream, peer)) => spawn_session(&runtime, bound.listener, stream, peer),
             Err(e) => {
                 // EMFILE and friends: wait a little instead of spinning on the error.
                 log::error!("accept on {}: {e}", bound.addr);
@@ -70,19 +67,15 @@ fn accept_loop(config: Arc<Config>, bound: Bound) {
     }
 }
 
-fn spawn_session(config: &Arc<Config>, listener: usize, stream: TcpStream, peer: SocketAddr) {
+fn spawn_session(runtime: &Arc<Runtime>, listener: usize, stream: TcpStream, peer: SocketAddr) {
     let id = session::next_id();
-    let origin = Origin {
-        id,
-        client: peer.to_string(),
-        listener,
-    };
-    let config_for_thread = Arc::clone(config);
+    let origin = Origin { id, client: peer.to_string(), listener };
+    let runtime_for_thread = Arc::clone(runtime);
     let stream_for_refusal = stream.try_clone();
     let spawned = thread::Builder::new()
         .name(format!("conn-{id}"))
-        .stack_size(config.global.thread_stack_size)
-        .spawn(move || session::serve(config_for_thread, origin, stream));
+        .stack_size(runtime.config.global.thread_stack_size)
+        .spawn(move || session::serve(runtime_for_thread, origin, stream));
     if let Err(e) = spawned {
         log::error!("cannot start a thread for session id={id} from {peer}: {e}");
         if let Ok(mut s) = stream_for_refusal {

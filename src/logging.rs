@@ -21,7 +21,7 @@ pub fn init(
         LogTarget::Auto => LogTarget::Stderr,
         LogTarget::Stderr if inetd => {
             return Err(
-                "log = stderr is impossible in inetd mode: stderr is the client's socket".into(),
+                "log = stderr is impossible in inetd mode: stderr is the client's socket".into()
             )
         }
         other => other.clone(),
@@ -55,15 +55,12 @@ pub fn init(
 
 fn builder(level: LevelFilter) -> env_logger::Builder {
     let mut b = env_logger::Builder::new();
-    b.filter_level(level).format(|buf, record| {
+    // rustls narrates every handshake at debug; its words are wanted only when tracing.
+    let rustls_level =
+        if level >= LevelFilter::Trace { level } else { level.min(LevelFilter::Info) };
+    b.filter_level(level).filter_module("rustls", rustls_level).format(|buf, record| {
         let ts = buf.timestamp_millis();
-        writeln!(
-            buf,
-            "{ts} imapgate[{}] {}: {}",
-            std::process::id(),
-            record.level(),
-            record.args()
-        )
+        writeln!(buf, "{ts} imapgate[{}] {}: {}", std::process::id(), record.level(), record.args())
     });
     b
 }
@@ -74,7 +71,8 @@ struct Syslog {
 
 impl Log for Syslog {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= self.level
+        let quiet = metadata.target().starts_with("rustls") && self.level < LevelFilter::Trace;
+        metadata.level() <= self.level && !(quiet && metadata.level() > Level::Info)
     }
 
     fn log(&self, record: &Record<'_>) {

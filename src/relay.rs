@@ -15,7 +15,6 @@
 //! always the server's.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -24,6 +23,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use crate::imap::command;
 use crate::imap::framer::{AfterContinuation, Event, Framer, Side};
 use crate::imap::response::{self, Kind};
+use crate::transport::Transport;
 
 /// Size of each direction's buffer while data flows; released when the pipe is empty.
 const BUF_SIZE: usize = 64 * 1024;
@@ -78,6 +78,9 @@ struct Pipe {
     eof: bool,
     /// The head of the current message was already inspected.
     head_seen: bool,
+    /// The source may hold data that poll cannot see: TLS plaintext rustls already
+    /// decrypted, or more socket data after a read that filled the buffer.
+    maybe_more: bool,
 }
 
 impl Pipe {
@@ -90,6 +93,7 @@ impl Pipe {
             framer: Framer::new(side),
             eof: false,
             head_seen: false,
+            maybe_more: false,
         };
         if !initial.is_empty() {
             pipe.buf = initial;
@@ -109,8 +113,8 @@ impl Pipe {
         !self.eof && (self.buf.is_empty() || self.end < self.buf.len() || self.start > 0)
     }
 
-    /// Reads what the socket has, up to the free space. Returns bytes read (0 at EOF).
-    fn fill(&mut self, src: &mut TcpStream) -> io::Result<usize> {
+    /// Reads what the source has, up to the free space. Returns bytes read (0 at EOF).
+    fn fill(&mut self, src: &mut Transport) -> io::Result<usize> {
         if self.buf.is_empty() {
             self.buf = vec![0; BUF_SIZE];
         }
@@ -120,14 +124,22 @@ impl Pipe {
             self.end -= self.start;
             self.start = 0;
         }
-        let n = src.read(&mut self.buf[self.end..])?;
+        let room = self.buf.len() - self.end;
+        let n = match src.read(&mut self.buf[self.end..]) {
+            Ok(n) => n,
+            Err(e) => {
+                self.maybe_more = false;
+                return Err(e);
+            }
+        };
         self.end += n;
         self.eof |= n == 0;
+        self.maybe_more = n > 0 && (n == room || src.is_tls());
         Ok(n)
     }
 
-    /// Writes as much of the framed bytes as the socket takes.
-    fn flush(&mut self, dst: &mut TcpStream) -> io::Result<usize> {
+    /// Writes as much of the framed bytes as the destination takes.
+    fn flush(&mut self, dst: &mut Transport) -> io::Result<usize> {
         let mut total = 0;
         while self.start < self.framed {
             match dst.write(&self.buf[self.start..self.framed]) {
@@ -146,7 +158,10 @@ impl Pipe {
             self.framed = 0;
             self.end = 0;
         }
-        Ok(total)
+        match dst.flush_tls() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(total),
+        }
     }
 
     /// Gives the memory back while the pipe is empty, so idle sessions stay small.
@@ -159,8 +174,8 @@ impl Pipe {
 
 /// The relay of one logged-in session.
 pub struct Relay {
-    client: TcpStream,
-    backend: TcpStream,
+    client: Transport,
+    backend: Transport,
     c2s: Pipe,
     s2c: Pipe,
     idle_timeout: Duration,
@@ -172,8 +187,8 @@ pub struct Relay {
 impl Relay {
     /// A relay over two connected sockets, starting with bytes each side already sent.
     pub fn new(
-        client: TcpStream,
-        backend: TcpStream,
+        client: Transport,
+        backend: Transport,
         from_client: Vec<u8>,
         from_backend: Vec<u8>,
         idle_timeout: Duration,
@@ -201,8 +216,8 @@ impl Relay {
             End::IdleTimeout => self.say_bye("* BYE Autologout; idle for too long.\r\n"),
             _ => {}
         }
-        let _ = self.client.shutdown(Shutdown::Both);
-        let _ = self.backend.shutdown(Shutdown::Both);
+        self.client.close();
+        self.backend.close();
         (end, self.counters)
     }
 
@@ -228,14 +243,14 @@ impl Relay {
                 Err(e) => return End::ClientError(format!("poll: {e}")),
             };
             last_activity = Instant::now();
-            if readable(client_ev) && self.c2s.has_room() {
+            if (readable(client_ev) || self.c2s.maybe_more) && self.c2s.has_room() {
                 match self.c2s.fill(&mut self.client) {
                     Ok(n) => self.counters.from_client += n as u64,
                     Err(e) if retry(&e) => {}
                     Err(e) => return End::ClientError(e.to_string()),
                 }
             }
-            if readable(backend_ev) && self.s2c.has_room() {
+            if (readable(backend_ev) || self.s2c.maybe_more) && self.s2c.has_room() {
                 match self.s2c.fill(&mut self.backend) {
                     Ok(_) => {}
                     Err(e) if retry(&e) => {}
@@ -254,11 +269,7 @@ impl Relay {
             return Some(End::BackendClosed("closed the connection".into()));
         }
         if self.c2s.eof && self.c2s.pending() == 0 {
-            return Some(if self.closing {
-                End::Logout
-            } else {
-                End::ClientClosed
-            });
+            return Some(if self.closing { End::Logout } else { End::ClientClosed });
         }
         None
     }
@@ -270,29 +281,30 @@ impl Relay {
         if self.c2s.has_room() {
             client_want |= PollFlags::POLLIN;
         }
-        if self.s2c.pending() > 0 {
+        if self.s2c.pending() > 0 || self.client.wants_write() {
             client_want |= PollFlags::POLLOUT;
         }
         if self.s2c.has_room() {
             backend_want |= PollFlags::POLLIN;
         }
-        if self.c2s.pending() > 0 {
+        if self.c2s.pending() > 0 || self.backend.wants_write() {
             backend_want |= PollFlags::POLLOUT;
         }
+        // Data poll cannot see is read at once, without waiting.
+        let ready_now = (self.c2s.maybe_more && self.c2s.has_room())
+            || (self.s2c.maybe_more && self.s2c.has_room());
         loop {
             let left = self.idle_timeout.saturating_sub(last_activity.elapsed());
             if left.is_zero() {
                 return Ok(None);
             }
-            let ms = left.as_millis().min(i32::MAX as u128) as i32;
+            let ms = if ready_now { 0 } else { left.as_millis().min(i32::MAX as u128) as i32 };
             let mut fds = [
-                PollFd::new(self.client.as_fd(), client_want),
-                PollFd::new(self.backend.as_fd(), backend_want),
+                PollFd::new(self.client.socket().as_fd(), client_want),
+                PollFd::new(self.backend.socket().as_fd(), backend_want),
             ];
-            match poll(
-                &mut fds,
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-            ) {
+            match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+                Ok(0) if ready_now => return Ok(Some((PollFlags::empty(), PollFlags::empty()))),
                 Ok(0) => continue,
                 Ok(_) => {
                     let ev = |fd: &PollFd| fd.revents().unwrap_or(PollFlags::empty());
@@ -326,9 +338,7 @@ impl Relay {
             if step.event == Some(Event::LineEnd(None)) && was_first {
                 if let Some((_, name)) = command::tag_and_name(pipe.framer.head()) {
                     match name.as_str() {
-                        "IDLE" => pipe
-                            .framer
-                            .wait_for_continuation(AfterContinuation::Command),
+                        "IDLE" => pipe.framer.wait_for_continuation(AfterContinuation::Command),
                         "AUTHENTICATE" => {
                             pipe.framer.wait_for_continuation(AfterContinuation::Wait)
                         }
@@ -391,7 +401,7 @@ impl Relay {
         }
         let _ = self.client.set_nonblocking(false);
         let _ = self.client.set_write_timeout(Some(Duration::from_secs(5)));
-        if self.client.write_all(bye.as_bytes()).is_ok() {
+        if self.client.write_all(bye.as_bytes()).and_then(|()| self.client.flush()).is_ok() {
             self.counters.to_client += bye.len() as u64;
         }
     }
@@ -402,8 +412,5 @@ fn readable(ev: PollFlags) -> bool {
 }
 
 fn retry(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-    )
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
 }

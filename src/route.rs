@@ -49,9 +49,7 @@ pub fn lookup(config: &Config, map: &Map, login: &str) -> Result<Route, RouteErr
             (*backend.ok_or(RouteError::NoMatch)?, login.to_string())
         }
         MapKind::Regex { routes, default } => {
-            let hit = routes
-                .iter()
-                .find_map(|r| r.regex.captures(login).map(|caps| (r, caps)));
+            let hit = routes.iter().find_map(|r| r.regex.captures(login).map(|caps| (r, caps)));
             match hit {
                 Some((r, caps)) => {
                     let name = template::expand(&r.backend, &caps);

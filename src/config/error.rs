@@ -52,19 +52,12 @@ pub(crate) struct Diag {
 
 impl Diag {
     pub(crate) fn new(path: &Path) -> Diag {
-        Diag {
-            path: path.to_path_buf(),
-            errors: Vec::new(),
-        }
+        Diag { path: path.to_path_buf(), errors: Vec::new() }
     }
 
     /// Records one problem at `line`.
     pub(crate) fn err(&mut self, line: usize, msg: impl Into<String>) {
-        self.errors.push(ConfigError {
-            path: self.path.clone(),
-            line,
-            msg: msg.into(),
-        });
+        self.errors.push(ConfigError { path: self.path.clone(), line, msg: msg.into() });
     }
 
     /// Number of problems so far; sections compare it to see whether they added any.

@@ -93,12 +93,9 @@ pub(crate) fn parse(sec: &Section, diag: &mut Diag) -> Global {
     let log = value_of(sec, "log", diag, parse_log);
     let log_level = value_of(sec, "log_level", diag, parse_level);
     let syslog_facility = value_of(sec, "syslog_facility", diag, parse_facility);
-    let thread_stack_size = value_of(sec, "thread_stack_size", diag, |s| {
-        sized(s, 64 << 10, 64 << 20)
-    });
-    let preauth_max_line = value_of(sec, "preauth_max_line", diag, |s| {
-        sized(s, 1 << 10, 16 << 20)
-    });
+    let thread_stack_size =
+        value_of(sec, "thread_stack_size", diag, |s| sized(s, 64 << 10, 64 << 20));
+    let preauth_max_line = value_of(sec, "preauth_max_line", diag, |s| sized(s, 1 << 10, 16 << 20));
     let preauth_max_literal = value_of(sec, "preauth_max_literal", diag, |s| sized(s, 0, 16 << 20));
     let preauth_timeout = value_of(sec, "preauth_timeout", diag, positive_duration);
     let idle_timeout = value_of(sec, "idle_timeout", diag, positive_duration);
@@ -141,9 +138,7 @@ fn parse_log(s: &str) -> Result<LogKind, String> {
         "stderr" => Ok(LogKind::Plain(LogTarget::Stderr)),
         "syslog" => Ok(LogKind::Plain(LogTarget::Syslog)),
         "file" => Ok(LogKind::File),
-        _ => Err(format!(
-            "invalid value {s:?} (expected auto, stderr, syslog or file)"
-        )),
+        _ => Err(format!("invalid value {s:?} (expected auto, stderr, syslog or file)")),
     }
 }
 
@@ -185,9 +180,7 @@ fn parse_level(s: &str) -> Result<LevelFilter, String> {
         "info" => Ok(LevelFilter::Info),
         "debug" => Ok(LevelFilter::Debug),
         "trace" => Ok(LevelFilter::Trace),
-        _ => Err(format!(
-            "invalid value {s:?} (expected error, warn, info, debug or trace)"
-        )),
+        _ => Err(format!("invalid value {s:?} (expected error, warn, info, debug or trace)")),
     }
 }
 
@@ -217,11 +210,7 @@ fn parse_facility(s: &str) -> Result<i32, String> {
 fn sized(s: &str, min: usize, max: usize) -> Result<usize, String> {
     let n = parse_size(s)?;
     if n < min || n > max {
-        return Err(format!(
-            "{s} is out of range ({} to {})",
-            human(min),
-            human(max)
-        ));
+        return Err(format!("{s} is out of range ({} to {})", human(min), human(max)));
     }
     Ok(n)
 }

@@ -45,11 +45,7 @@ struct Index {
 pub(crate) fn read(text: &str, diag: &mut Diag) -> Vec<Section> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let (canonical, index) = prepass(text, diag);
-    let opt = ParseOption {
-        enabled_escape: false,
-        enabled_quote: false,
-        ..ParseOption::default()
-    };
+    let opt = ParseOption { enabled_escape: false, enabled_quote: false, ..ParseOption::default() };
     let parsed = match Ini::load_from_str_opt(&canonical, opt) {
         Ok(parsed) => parsed,
         Err(e) => {
@@ -68,13 +64,7 @@ pub(crate) fn line_count(text: &str) -> usize {
 /// Checks each line and builds the canonical text plus the line index.
 fn prepass(text: &str, diag: &mut Diag) -> (String, Index) {
     let mut out = String::with_capacity(text.len());
-    let mut index = Index {
-        sections: vec![Header {
-            name: None,
-            line: 0,
-            keys: Vec::new(),
-        }],
-    };
+    let mut index = Index { sections: vec![Header { name: None, line: 0, keys: Vec::new() }] };
     // After a broken header, its keys are skipped rather than blamed on the section above.
     let mut skipping = false;
     for (i, raw) in text.split('\n').enumerate() {
@@ -90,11 +80,7 @@ fn prepass(text: &str, diag: &mut Diag) -> (String, Index) {
                 out.push('[');
                 out.push_str(&name);
                 out.push(']');
-                index.sections.push(Header {
-                    name: Some(name),
-                    line,
-                    keys: Vec::new(),
-                });
+                index.sections.push(Header { name: Some(name), line, keys: Vec::new() });
             }
             Ok(Line::Entry(..)) if skipping => {}
             Ok(Line::Entry(key, value)) => {
@@ -141,18 +127,13 @@ fn classify(raw: &str) -> Result<Line, Bad> {
         return header(rest).map_err(Bad::Header);
     }
     let Some((key, value)) = t.split_once('=') else {
-        return Err(Bad::Line(
-            "syntax error: expected \"[section]\" or \"key = value\"".into(),
-        ));
+        return Err(Bad::Line("syntax error: expected \"[section]\" or \"key = value\"".into()));
     };
     let key = key.trim();
     if key.is_empty() {
         return Err(Bad::Line("syntax error: missing key before \"=\"".into()));
     }
-    if !key
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
+    if !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         return Err(Bad::Line(format!(
             "syntax error: invalid key {key:?} (letters, digits, _ and - only)"
         )));
@@ -160,9 +141,7 @@ fn classify(raw: &str) -> Result<Line, Bad> {
     let value = strip_comment(value).trim();
     if value.ends_with('\\') {
         // rust-ini would join the next line; continuation lines are not part of our format.
-        return Err(Bad::Line(format!(
-            "{key}: value must not end with a backslash"
-        )));
+        return Err(Bad::Line(format!("{key}: value must not end with a backslash")));
     }
     Ok(Line::Entry(key.to_string(), value.to_string()))
 }
@@ -212,17 +191,9 @@ fn pair(parsed: &Ini, index: Index, diag: &mut Diag) -> Vec<Section> {
                 diag.err(line, "internal error: key index mismatch");
                 return out;
             }
-            entries.push(Entry {
-                key,
-                value: value.to_string(),
-                line,
-            });
+            entries.push(Entry { key, value: value.to_string(), line });
         }
-        out.push(Section {
-            name,
-            line,
-            entries,
-        });
+        out.push(Section { name, line, entries });
     }
     out
 }

@@ -58,13 +58,7 @@ pub(crate) fn parse(
 ) -> Option<Map> {
     let before = diag.count();
     let label = format!("[map {name}]");
-    check_keys(
-        sec,
-        &label,
-        &["type", "default", "user", "route"],
-        &["user", "route"],
-        diag,
-    );
+    check_keys(sec, &label, &["type", "default", "user", "route"], &["user", "route"], diag);
     let default = value_of(sec, "default", diag, |s| backend_ref(s, backends));
     let kind_word = first(sec, "type").map(|e| (e.value.to_ascii_lowercase(), e));
     let kind = match kind_word.as_ref().map(|(w, e)| (w.as_str(), e)) {
@@ -85,26 +79,17 @@ pub(crate) fn parse(
         Some((_, e)) => {
             diag.err(
                 e.line,
-                format!(
-                    "type: invalid value {:?} (expected static or regex)",
-                    e.value
-                ),
+                format!("type: invalid value {:?} (expected static or regex)", e.value),
             );
             None
         }
     };
     let kind = kind?;
-    (diag.count() == before).then(|| Map {
-        name: name.to_string(),
-        kind,
-    })
+    (diag.count() == before).then(|| Map { name: name.to_string(), kind })
 }
 
 fn backend_ref(s: &str, backends: &HashMap<String, usize>) -> Result<usize, String> {
-    backends
-        .get(s)
-        .copied()
-        .ok_or_else(|| format!("undefined backend {s:?}"))
+    backends.get(s).copied().ok_or_else(|| format!("undefined backend {s:?}"))
 }
 
 fn wrong_kind(sec: &Section, key: &str, kind: &str, diag: &mut Diag) {
@@ -128,10 +113,7 @@ fn static_users(
             continue;
         };
         if let Some(first) = lines.get(login) {
-            diag.err(
-                e.line,
-                format!("user: duplicate login {login:?} (first at line {first})"),
-            );
+            diag.err(e.line, format!("user: duplicate login {login:?} (first at line {first})"));
             continue;
         }
         lines.insert(login, e.line);
@@ -180,11 +162,7 @@ fn regex_route(value: &str, backends: &HashMap<String, usize>) -> Result<RegexRo
     if let Some(u) = user {
         template::check(u, &regex).map_err(|m| format!("user template: {m}"))?;
     }
-    Ok(RegexRoute {
-        regex,
-        backend: backend.to_string(),
-        user: user.map(str::to_string),
-    })
+    Ok(RegexRoute { regex, backend: backend.to_string(), user: user.map(str::to_string) })
 }
 
 /// The one-line reason out of the regex crate's multi-line message.

@@ -5,12 +5,18 @@
 //! parsers here, in `global.rs` and in `map.rs` type the values, and references between
 //! sections (map → backend, listener → map) are resolved by name. No I/O besides reading
 //! the file; nothing is bound or resolved here.
+//!
+//! TLS keys (`tls.rs`) name certificate, key and CA files. They are not opened here: a
+//! relative name is resolved against the directory of the configuration file and kept
+//! with the line of its key as a [`FileRef`], so that the module that loads them can
+//! report problems as `PATH:LINE: ...` at that key.
 
 mod error;
 mod global;
 mod ini;
 mod map;
 pub(crate) mod template;
+mod tls;
 mod value;
 
 use std::collections::HashMap;
@@ -21,6 +27,7 @@ use std::time::Duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use global::{Global, LogTarget};
 pub use map::{Map, MapKind, RegexRoute};
+pub use tls::{ClientCertMode, FileRef, ListenerTls, SniCert, TlsMode, TlsVersion};
 
 use error::Diag;
 use ini::{Entry, Section};
@@ -48,12 +55,23 @@ pub struct Backend {
     pub name: String,
     /// Host name or IP literal (IPv6 without brackets).
     pub host: String,
-    /// TCP port, default 143.
+    /// TCP port, default 993 with `tls = implicit` and 143 otherwise.
     pub port: u16,
     /// Limit for the TCP connect, default 10s.
     pub connect_timeout: Duration,
     /// Limit for waiting on the greeting and login answers (`timeout`), default 30s.
     pub timeout: Duration,
+    /// `tls`, default none.
+    pub tls: TlsMode,
+    /// `ca`: CA bundle (PEM) to verify the backend's certificate; `None` = system roots.
+    /// Only with `tls` other than none.
+    pub ca: Option<FileRef>,
+    /// `tls_name`: the name to verify in the certificate instead of `host`.
+    pub tls_name: Option<String>,
+    /// `tls_insecure_skip_verify`, default false: accept any certificate.
+    pub tls_insecure_skip_verify: bool,
+    /// `tls_min_version`, default 1.2.
+    pub tls_min_version: TlsVersion,
 }
 
 /// One `[listener NAME]` section.
@@ -65,6 +83,8 @@ pub struct Listener {
     pub listen: Vec<SocketAddr>,
     /// Index into [`Config::maps`].
     pub map: usize,
+    /// TLS toward the clients; `None` for `tls = none` (the default).
+    pub tls: Option<ListenerTls>,
 }
 
 impl Config {
@@ -116,34 +136,24 @@ struct Sorted<'a> {
 }
 
 fn build(sections: &[Section], last_line: usize, path: &Path, diag: &mut Diag) -> Option<Config> {
+    // Relative file names in TLS keys are taken relative to the configuration file.
+    let base = path.parent().unwrap_or(Path::new(""));
     let sorted = sort(sections, diag);
-    let global = sorted
-        .global
-        .map(|s| global::parse(s, diag))
-        .unwrap_or_default();
+    let global = sorted.global.map(|s| global::parse(s, diag)).unwrap_or_default();
     let backend_idx = name_index(&sorted.backends);
     let map_idx = name_index(&sorted.maps);
-    let backends: Vec<_> = sorted
-        .backends
-        .iter()
-        .map(|(n, s)| parse_backend(n, s, diag))
-        .collect();
-    let maps: Vec<_> = sorted
-        .maps
-        .iter()
-        .map(|(n, s)| map::parse(n, s, &backend_idx, diag))
-        .collect();
+    let backends: Vec<_> =
+        sorted.backends.iter().map(|(n, s)| parse_backend(n, s, base, diag)).collect();
+    let maps: Vec<_> =
+        sorted.maps.iter().map(|(n, s)| map::parse(n, s, &backend_idx, diag)).collect();
     let mut addrs = HashMap::new();
     let listeners: Vec<_> = sorted
         .listeners
         .iter()
-        .map(|(n, s)| parse_listener(n, s, &map_idx, &mut addrs, diag))
+        .map(|(n, s)| parse_listener(n, s, base, &map_idx, &mut addrs, diag))
         .collect();
     if listeners.is_empty() {
-        diag.err(
-            last_line,
-            "no [listener NAME] section: at least one listener is required",
-        );
+        diag.err(last_line, "no [listener NAME] section: at least one listener is required");
     }
     Some(Config {
         path: path.to_path_buf(),
@@ -156,10 +166,7 @@ fn build(sections: &[Section], last_line: usize, path: &Path, diag: &mut Diag) -
 
 /// Name → position, for resolving references before the sections are typed.
 fn name_index(list: &[(&str, &Section)]) -> HashMap<String, usize> {
-    list.iter()
-        .enumerate()
-        .map(|(i, (n, _))| (n.to_string(), i))
-        .collect()
+    list.iter().enumerate().map(|(i, (n, _))| (n.to_string(), i)).collect()
 }
 
 /// Checks section headers and sorts sections by kind. Sections with a bad header or a
@@ -204,10 +211,7 @@ fn sort<'a>(sections: &'a [Section], diag: &mut Diag) -> Sorted<'a> {
             }
         };
         if let Some(first) = seen.get(&(kind, name)) {
-            diag.err(
-                sec.line,
-                format!("duplicate section [{header}] (first at line {first})"),
-            );
+            diag.err(sec.line, format!("duplicate section [{header}] (first at line {first})"));
             continue;
         }
         seen.insert((kind, name), sec.line);
@@ -221,26 +225,28 @@ fn sort<'a>(sections: &'a [Section], diag: &mut Diag) -> Sorted<'a> {
     sorted
 }
 
-fn parse_backend(name: &str, sec: &Section, diag: &mut Diag) -> Option<Backend> {
+fn parse_backend(name: &str, sec: &Section, base: &Path, diag: &mut Diag) -> Option<Backend> {
     let before = diag.count();
     let label = format!("[backend {name}]");
-    check_keys(
-        sec,
-        &label,
-        &["host", "port", "connect_timeout", "timeout"],
-        &[],
-        diag,
-    );
+    let keys = [&["host", "port", "connect_timeout", "timeout"], tls::BACKEND_KEYS].concat();
+    check_keys(sec, &label, &keys, &[], diag);
     let host = required(sec, &label, "host", diag, parse_host);
     let port = value_of(sec, "port", diag, parse_port);
     let connect_timeout = value_of(sec, "connect_timeout", diag, positive_duration);
     let timeout = value_of(sec, "timeout", diag, positive_duration);
+    let tls = tls::backend(sec, base, diag)?;
+    let default_port = if tls.mode == TlsMode::Implicit { 993 } else { 143 };
     let backend = Backend {
         name: name.to_string(),
         host: host?,
-        port: port.unwrap_or(143),
+        port: port.unwrap_or(default_port),
         connect_timeout: connect_timeout.unwrap_or(Duration::from_secs(10)),
         timeout: timeout.unwrap_or(Duration::from_secs(30)),
+        tls: tls.mode,
+        ca: tls.ca,
+        tls_name: tls.tls_name,
+        tls_insecure_skip_verify: tls.insecure_skip_verify,
+        tls_min_version: tls.min_version,
     };
     (diag.count() == before).then_some(backend)
 }
@@ -248,13 +254,15 @@ fn parse_backend(name: &str, sec: &Section, diag: &mut Diag) -> Option<Backend> 
 fn parse_listener(
     name: &str,
     sec: &Section,
+    base: &Path,
     maps: &HashMap<String, usize>,
     addrs: &mut HashMap<SocketAddr, (String, usize)>,
     diag: &mut Diag,
 ) -> Option<Listener> {
     let before = diag.count();
     let label = format!("[listener {name}]");
-    check_keys(sec, &label, &["listen", "map"], &["listen"], diag);
+    let keys = [&["listen", "map"], tls::LISTENER_KEYS].concat();
+    check_keys(sec, &label, &keys, &["listen", "sni_cert"], diag);
     let mut listen = Vec::new();
     for e in sec.entries.iter().filter(|e| e.key == "listen") {
         if e.value.is_empty() {
@@ -277,21 +285,13 @@ fn parse_listener(
         }
     }
     if first(sec, "listen").is_none() {
-        diag.err(
-            sec.line,
-            format!("{label}: missing required key \"listen\""),
-        );
+        diag.err(sec.line, format!("{label}: missing required key \"listen\""));
     }
     let map = required(sec, &label, "map", diag, |s| {
-        maps.get(s)
-            .copied()
-            .ok_or_else(|| format!("undefined map {s:?}"))
+        maps.get(s).copied().ok_or_else(|| format!("undefined map {s:?}"))
     });
-    let listener = Listener {
-        name: name.to_string(),
-        listen,
-        map: map?,
-    };
+    let tls = tls::listener(sec, base, diag);
+    let listener = Listener { name: name.to_string(), listen, map: map?, tls };
     (diag.count() == before).then_some(listener)
 }
 
@@ -308,20 +308,16 @@ pub(crate) fn check_keys(
         let key = e.key.as_str();
         if !allowed.contains(&key) {
             let known = allowed.join(", ");
-            diag.err(
-                e.line,
-                format!("unknown key {key:?} in {label} (known keys: {known})"),
-            );
+            diag.err(e.line, format!("unknown key {key:?} in {label} (known keys: {known})"));
             continue;
         }
         if repeatable.contains(&key) {
             continue;
         }
         match seen.get(key) {
-            Some(first) => diag.err(
-                e.line,
-                format!("duplicate key {key:?} (first at line {first})"),
-            ),
+            Some(first) => {
+                diag.err(e.line, format!("duplicate key {key:?} (first at line {first})"))
+            }
             None => {
                 seen.insert(key, e.line);
             }
@@ -342,9 +338,7 @@ pub(crate) fn value_of<T>(
     parse: impl FnOnce(&str) -> Result<T, String>,
 ) -> Option<T> {
     let e = first(sec, key)?;
-    parse(&e.value)
-        .map_err(|m| diag.err(e.line, format!("{key}: {m}")))
-        .ok()
+    parse(&e.value).map_err(|m| diag.err(e.line, format!("{key}: {m}"))).ok()
 }
 
 /// Like [`value_of`], but a missing key is reported at the section header.

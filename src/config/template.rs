@@ -32,9 +32,7 @@ fn parse(t: &str) -> Result<Vec<Piece>, String> {
             continue;
         }
         let (name, r) = if let Some(braced) = after.strip_prefix('{') {
-            let end = braced
-                .find('}')
-                .ok_or_else(|| format!("unterminated \"${{\" in {t:?}"))?;
+            let end = braced.find('}').ok_or_else(|| format!("unterminated \"${{\" in {t:?}"))?;
             (&braced[..end], &braced[end + 1..])
         } else {
             let end = after
@@ -48,9 +46,7 @@ fn parse(t: &str) -> Result<Vec<Piece>, String> {
             ));
         }
         let group = if name.bytes().all(|b| b.is_ascii_digit()) {
-            let n = name
-                .parse()
-                .map_err(|_| format!("group number ${name} is too large"))?;
+            let n = name.parse().map_err(|_| format!("group number ${name} is too large"))?;
             Group::Index(n)
         } else {
             Group::Name(name.to_string())
@@ -144,16 +140,7 @@ mod tests {
         assert!(check("$nope", &r).is_err());
         let e = check("$1a", &r).unwrap_err();
         assert!(e.contains("${1}a"), "{e}");
-        for t in [
-            "$",
-            "a$",
-            "${",
-            "${1",
-            "${}",
-            "$-",
-            "${a-b}",
-            "$99999999999999999999999",
-        ] {
+        for t in ["$", "a$", "${", "${1", "${}", "$-", "${a-b}", "$99999999999999999999999"] {
             assert!(check(t, &r).is_err(), "{t:?}");
         }
     }

@@ -29,11 +29,7 @@ fn parse_ok(text: &str) -> Config {
 fn errs(text: &str) -> Vec<String> {
     match Config::parse(text, Path::new("t.ini")) {
         Ok(_) => panic!("config unexpectedly valid:\n{text}"),
-        Err(e) => {
-            e.0.iter()
-                .map(|e| format!("{}: {}", e.line, e.msg))
-                .collect()
-        }
+        Err(e) => e.0.iter().map(|e| format!("{}: {}", e.line, e.msg)).collect(),
     }
 }
 
@@ -72,6 +68,11 @@ fn minimal_config_gets_defaults() {
             port: 143,
             connect_timeout: Duration::from_secs(10),
             timeout: Duration::from_secs(30),
+            tls: TlsMode::None,
+            ca: None,
+            tls_name: None,
+            tls_insecure_skip_verify: false,
+            tls_min_version: TlsVersion::V1_2,
         }]
     );
     assert_eq!(c.maps.len(), 1);
@@ -89,6 +90,7 @@ fn minimal_config_gets_defaults() {
             name: "imap".into(),
             listen: vec!["127.0.0.1:1143".parse().unwrap()],
             map: 0,
+            tls: None,
         }]
     );
     assert_eq!(c.backend_index("dovecot"), Some(0));
@@ -100,19 +102,10 @@ fn minimal_config_gets_defaults() {
 fn example_config_loads() {
     let c = parse_ok(include_str!("../../etc/imapgate.ini"));
     assert!(!c.listeners.is_empty());
-    assert!(c
-        .maps
-        .iter()
-        .any(|m| matches!(m.kind, MapKind::Regex { .. })));
-    assert!(c
-        .maps
-        .iter()
-        .any(|m| matches!(m.kind, MapKind::Static { .. })));
+    assert!(c.maps.iter().any(|m| matches!(m.kind, MapKind::Regex { .. })));
+    assert!(c.maps.iter().any(|m| matches!(m.kind, MapKind::Static { .. })));
     // The values written out in the example are the documented defaults.
-    assert_eq!(
-        format!("{:?}", c.global),
-        format!("{:?}", Global::default())
-    );
+    assert_eq!(format!("{:?}", c.global), format!("{:?}", Global::default()));
     let minimal = parse_ok(MINIMAL);
     assert_eq!(c.backends[0], minimal.backends[0]);
 }
@@ -151,22 +144,14 @@ fn bad_global_values_are_reported_at_their_lines() {
          greeting =\n{TAIL}"
     ));
     let lines: Vec<&str> = e.iter().map(|e| e.split(':').next().unwrap()).collect();
-    assert_eq!(
-        lines,
-        ["2", "3", "4", "5", "6", "7", "8", "9", "10", "11"],
-        "{e:#?}"
-    );
+    assert_eq!(lines, ["2", "3", "4", "5", "6", "7", "8", "9", "10", "11"], "{e:#?}");
     assert!(e[3].contains("thread_stack_size: 32k is out of range (64k to 64m)"));
     assert!(e[9].contains("greeting: must not be empty"));
 }
 
 #[test]
 fn log_file_and_log_file_target_require_each_other() {
-    one_err(
-        &format!("[global]\nlog = file\n{TAIL}"),
-        2,
-        "requires log_file",
-    );
+    one_err(&format!("[global]\nlog = file\n{TAIL}"), 2, "requires log_file");
     one_err(
         &format!("[global]\nlog_file = x.log\n{TAIL}"),
         2,
@@ -192,10 +177,8 @@ fn backend_and_listener_values() {
     assert_eq!(b.connect_timeout, Duration::from_millis(1500));
     assert_eq!(b.timeout, Duration::from_secs(60));
     assert_eq!(c.backends[1].host, "imap.example.org");
-    let want: Vec<SocketAddr> = ["[::1]:143", "127.0.0.1:143", "0.0.0.0:1143"]
-        .iter()
-        .map(|a| a.parse().unwrap())
-        .collect();
+    let want: Vec<SocketAddr> =
+        ["[::1]:143", "127.0.0.1:143", "0.0.0.0:1143"].iter().map(|a| a.parse().unwrap()).collect();
     assert_eq!(c.listeners[0].listen, want);
     match &c.maps[0].kind {
         MapKind::Static { users, .. } => {
@@ -211,7 +194,7 @@ fn unknown_key_is_reported_at_its_line() {
     one_err(
         &format!("{TAIL}[backend x]\nhots = h\nhost = h\n"),
         10,
-        "unknown key \"hots\" in [backend x] (known keys: host, port, connect_timeout, timeout)",
+        "unknown key \"hots\" in [backend x] (known keys: host, port, connect_timeout, timeout, tls, ca, tls_name, tls_insecure_skip_verify, tls_min_version)",
     );
 }
 
@@ -226,22 +209,10 @@ fn duplicate_key_is_reported_at_the_second_line() {
 
 #[test]
 fn section_problems_are_reported_at_the_header() {
-    one_err(
-        &format!("{TAIL}[frontend x]\nhost = h\n"),
-        9,
-        "unknown section [frontend x]",
-    );
-    one_err(
-        &format!("{TAIL}[rule hide]\nkind = x\n"),
-        9,
-        "rule sections are not supported yet",
-    );
+    one_err(&format!("{TAIL}[frontend x]\nhost = h\n"), 9, "unknown section [frontend x]");
+    one_err(&format!("{TAIL}[rule hide]\nkind = x\n"), 9, "rule sections are not supported yet");
     one_err(&format!("{TAIL}[backend]\n"), 9, "expected [backend NAME]");
-    one_err(
-        &format!("{TAIL}[backend a b]\n"),
-        9,
-        "expected [backend NAME]",
-    );
+    one_err(&format!("{TAIL}[backend a b]\n"), 9, "expected [backend NAME]");
     one_err(&format!("{TAIL}[map a/b]\n"), 9, "expected [map NAME]");
     one_err(&format!("{TAIL}[global x]\n"), 9, "[global] takes no name");
     one_err(&format!("{TAIL}[Global]\n"), 9, "unknown section [Global]");
@@ -260,21 +231,9 @@ fn section_problems_are_reported_at_the_header() {
         2,
         "duplicate section [global] (first at line 1)",
     );
-    one_err(
-        &format!("{TAIL}[map x]\ndefault = b\n"),
-        9,
-        "[map x]: missing required key \"type\"",
-    );
-    one_err(
-        &format!("{TAIL}[listener x]\nmap = m\n"),
-        9,
-        "missing required key \"listen\"",
-    );
-    one_err(
-        &format!("{TAIL}[listener x]\nlisten = *:2\n"),
-        9,
-        "missing required key \"map\"",
-    );
+    one_err(&format!("{TAIL}[map x]\ndefault = b\n"), 9, "[map x]: missing required key \"type\"");
+    one_err(&format!("{TAIL}[listener x]\nmap = m\n"), 9, "missing required key \"listen\"");
+    one_err(&format!("{TAIL}[listener x]\nlisten = *:2\n"), 9, "missing required key \"map\"");
 }
 
 #[test]
@@ -284,24 +243,14 @@ fn same_name_in_different_kinds_is_fine() {
 
 #[test]
 fn keys_outside_sections_are_errors() {
-    one_err(
-        &format!("host = h\n{TAIL}"),
-        1,
-        "key \"host\" outside of any section",
-    );
+    one_err(&format!("host = h\n{TAIL}"), 1, "key \"host\" outside of any section");
 }
 
 #[test]
 fn missing_listener_is_reported_at_the_last_line() {
     let e = errs("[backend b]\nhost = h\n\n; end\n");
-    assert_eq!(
-        e,
-        ["4: no [listener NAME] section: at least one listener is required"]
-    );
-    assert_eq!(
-        errs(""),
-        ["0: no [listener NAME] section: at least one listener is required"]
-    );
+    assert_eq!(e, ["4: no [listener NAME] section: at least one listener is required"]);
+    assert_eq!(errs(""), ["0: no [listener NAME] section: at least one listener is required"]);
 }
 
 #[test]
@@ -335,21 +284,9 @@ fn references_may_point_forward() {
 
 #[test]
 fn bad_backend_values() {
-    one_err(
-        &format!("{TAIL}[backend x]\nhost = a b\n"),
-        10,
-        "host: invalid host \"a b\"",
-    );
-    one_err(
-        &format!("{TAIL}[backend x]\nhost = h:143\n"),
-        10,
-        "put the port in `port`",
-    );
-    one_err(
-        &format!("{TAIL}[backend x]\nhost = h\nport = 0\n"),
-        11,
-        "port: invalid port \"0\"",
-    );
+    one_err(&format!("{TAIL}[backend x]\nhost = a b\n"), 10, "host: invalid host \"a b\"");
+    one_err(&format!("{TAIL}[backend x]\nhost = h:143\n"), 10, "put the port in `port`");
+    one_err(&format!("{TAIL}[backend x]\nhost = h\nport = 0\n"), 11, "port: invalid port \"0\"");
     one_err(
         &format!("{TAIL}[backend x]\nhost = h\ntimeout = 0s\n"),
         11,
@@ -369,11 +306,7 @@ fn bad_listen_values() {
         10,
         "listen: invalid listen address \"::1:143\"",
     );
-    one_err(
-        &format!("{TAIL}[listener x]\nlisten =\nmap = m\n"),
-        10,
-        "listen: empty value",
-    );
+    one_err(&format!("{TAIL}[listener x]\nlisten =\nmap = m\n"), 10, "listen: empty value");
     one_err(
         &format!("{TAIL}[listener x]\nlisten = 127.0.0.1:1\nmap = m\n"),
         10,
@@ -413,11 +346,7 @@ fn map_type_and_key_mismatches() {
         11,
         "route: expected \"REGEX BACKEND [USER]\"",
     );
-    one_err(
-        &format!("{TAIL}[map x]\ntype = regex\nroute = a b c d\n"),
-        11,
-        "route: expected",
-    );
+    one_err(&format!("{TAIL}[map x]\ntype = regex\nroute = a b c d\n"), 11, "route: expected");
 }
 
 #[test]
@@ -473,7 +402,7 @@ fn all_errors_are_reported_together() {
         e,
         [
             "2: log_level: invalid value \"chatty\" (expected error, warn, info, debug or trace)",
-            "5: unknown key \"prot\" in [backend a] (known keys: host, port, connect_timeout, timeout)",
+            "5: unknown key \"prot\" in [backend a] (known keys: host, port, connect_timeout, timeout, tls, ca, tls_name, tls_insecure_skip_verify, tls_min_version)",
             "8: default: undefined backend \"zz\"",
             "9: syntax error: expected \"[section]\" or \"key = value\"",
             "11: listen: invalid port \"99999\" (expected 1-65535)",
@@ -503,9 +432,7 @@ fn unreadable_file_is_one_error_at_line_0() {
     let e = Config::load(p).unwrap_err();
     assert_eq!(e.0.len(), 1);
     assert_eq!(e.0[0].line, 0);
-    assert!(e
-        .to_string()
-        .starts_with("t/configs/does-not-exist.ini:0: cannot read: "));
+    assert!(e.to_string().starts_with("t/configs/does-not-exist.ini:0: cannot read: "));
 }
 
 #[test]
@@ -567,4 +494,306 @@ fn fixtures_in_t_configs_fail_as_they_expect() {
         seen += 1;
     }
     assert!(seen >= 4, "only {seen} fixtures");
+}
+
+/// A listener section after [`TAIL`] (header at line 9, first key at line 10) with the
+/// given extra lines; the listen address differs from TAIL's.
+fn listener_with(lines: &str) -> String {
+    format!("{TAIL}[listener x]\nlisten = 127.0.0.1:2\nmap = m\n{lines}")
+}
+
+/// A backend section after [`TAIL`] (header at line 9, `host` at line 10, extra lines
+/// from line 11).
+fn backend_with(lines: &str) -> String {
+    format!("{TAIL}[backend x]\nhost = imap.example.org\n{lines}")
+}
+
+#[test]
+fn listener_tls_defaults_and_paths_relative_to_the_config_file() {
+    let text = listener_with("tls = implicit\ncert = certs/server.pem\nkey = /etc/ssl/k.pem\n");
+    let c = parse_ok(&text);
+    assert_eq!(c.listeners[0].tls, None);
+    assert_eq!(
+        c.listeners[1].tls,
+        Some(ListenerTls {
+            mode: TlsMode::Implicit,
+            cert: FileRef { path: "certs/server.pem".into(), line: 13 },
+            key: FileRef { path: "/etc/ssl/k.pem".into(), line: 14 },
+            sni: vec![],
+            min_version: TlsVersion::V1_2,
+            login_requires_tls: true,
+            client_cert: ClientCertMode::None,
+            client_ca: None,
+        })
+    );
+    // Relative names follow the configuration file's directory; absolute ones are kept.
+    let c = Config::parse(&text, Path::new("etc/imapgate/imapgate.ini")).unwrap();
+    let tls = c.listeners[1].tls.as_ref().unwrap();
+    assert_eq!(tls.cert.path, Path::new("etc/imapgate/certs/server.pem"));
+    assert_eq!(tls.key.path, Path::new("/etc/ssl/k.pem"));
+    let c = Config::parse(&text, Path::new("/srv/gate.ini")).unwrap();
+    let tls = c.listeners[1].tls.as_ref().unwrap();
+    assert_eq!(tls.cert.path, Path::new("/srv/certs/server.pem"));
+    // tls = none, explicit or not, gives no ListenerTls; "no" and "none" are accepted.
+    let c = parse_ok(&listener_with("tls = none\nlogin_requires_tls = no\nclient_cert = none\n"));
+    assert_eq!(c.listeners[1].tls, None);
+}
+
+#[test]
+fn listener_tls_all_keys() {
+    let c = Config::parse(
+        &listener_with(
+            "tls = STARTTLS\ncert = a.pem\nkey = a.key\n\
+             sni_cert = Mail.Example.org m.pem keys/m.key\n\
+             sni_cert = *.example.com. /w.pem w.key\n\
+             tls_min_version = 1.3\nlogin_requires_tls = no\n\
+             client_cert = require\nclient_ca = ca/clients.pem\n",
+        ),
+        Path::new("conf/t.ini"),
+    )
+    .unwrap();
+    let tls = c.listeners[1].tls.clone().unwrap();
+    assert_eq!(tls.mode, TlsMode::Starttls);
+    assert_eq!(tls.cert.path, Path::new("conf/a.pem"));
+    let f = |p: &str, line| FileRef { path: p.into(), line };
+    assert_eq!(
+        tls.sni,
+        [
+            SniCert {
+                name: "mail.example.org".into(),
+                cert: f("conf/m.pem", 15),
+                key: f("conf/keys/m.key", 15),
+            },
+            SniCert {
+                name: "*.example.com".into(),
+                cert: f("/w.pem", 16),
+                key: f("conf/w.key", 16),
+            },
+        ]
+    );
+    assert_eq!(tls.min_version, TlsVersion::V1_3);
+    assert!(!tls.login_requires_tls);
+    assert_eq!(tls.client_cert, ClientCertMode::Require);
+    assert_eq!(tls.client_ca, Some(f("conf/ca/clients.pem", 20)));
+    let c = parse_ok(&listener_with(
+        "tls = implicit\ncert = a\nkey = b\nclient_cert = request\nclient_ca = ca\nlogin_requires_tls = yes\n",
+    ));
+    let tls = c.listeners[1].tls.as_ref().unwrap();
+    assert_eq!(tls.client_cert, ClientCertMode::Request);
+    assert!(tls.login_requires_tls);
+}
+
+#[test]
+fn listener_tls_keys_without_tls_are_errors() {
+    for (key, value) in [
+        ("cert", "a.pem"),
+        ("key", "a.key"),
+        ("sni_cert", "a.example a.pem a.key"),
+        ("tls_min_version", "1.3"),
+        ("client_ca", "ca.pem"),
+        ("client_cert", "require"),
+        ("client_cert", "request"),
+    ] {
+        let msg = format!("{key}: only valid with tls = starttls or implicit");
+        one_err(&listener_with(&format!("{key} = {value}\n")), 12, &msg);
+        one_err(&listener_with(&format!("tls = none\n{key} = {value}\n")), 13, &msg);
+    }
+    one_err(
+        &listener_with("login_requires_tls = yes\n"),
+        12,
+        "login_requires_tls = yes needs tls = starttls or implicit",
+    );
+    let e = errs(&listener_with("cert = a\nkey = b\nsni_cert = a a a\nsni_cert = b b b\n"));
+    let lines: Vec<&str> = e.iter().map(|e| e.split(':').next().unwrap()).collect();
+    assert_eq!(lines, ["12", "13", "14", "15"], "{e:#?}");
+}
+
+#[test]
+fn listener_tls_needs_cert_and_key() {
+    let e = errs(&listener_with("tls = starttls\n"));
+    assert_eq!(
+        e,
+        [
+            "12: missing key \"cert\" (required with tls = starttls)",
+            "12: missing key \"key\" (required with tls = starttls)",
+        ]
+    );
+    one_err(
+        &listener_with("cert = a\ntls = implicit\n"),
+        13,
+        "missing key \"key\" (required with tls = implicit)",
+    );
+    one_err(&listener_with("tls = implicit\ncert =\nkey = k\n"), 13, "cert: empty path");
+}
+
+#[test]
+fn a_bad_tls_value_is_the_only_error() {
+    one_err(
+        &listener_with("tls = ssl\ncert = a\nsni_cert = a.b c d\n"),
+        12,
+        "tls: invalid value \"ssl\" (expected none, starttls or implicit)",
+    );
+    one_err(
+        &backend_with("tls = yes\nca = x\n"),
+        11,
+        "tls: invalid value \"yes\" (expected none, starttls or implicit)",
+    );
+}
+
+#[test]
+fn bad_listener_tls_values() {
+    let tls = "tls = implicit\ncert = c\nkey = k\n"; // lines 12-14
+    for (line, needle) in [
+        ("tls_min_version = 1.1", "tls_min_version: invalid value \"1.1\" (expected 1.2 or 1.3)"),
+        (
+            "login_requires_tls = true",
+            "login_requires_tls: invalid value \"true\" (expected yes or no)",
+        ),
+        (
+            "client_cert = optional",
+            "client_cert: invalid value \"optional\" (expected none, request or require)",
+        ),
+        ("sni_cert = a.example c", "sni_cert: expected \"NAME CERTFILE KEYFILE\""),
+        ("sni_cert = a.example c k x", "sni_cert: expected \"NAME CERTFILE KEYFILE\""),
+        (
+            "sni_cert = a..example c k",
+            "sni_cert: invalid name \"a..example\" (expected a DNS name or *.domain)",
+        ),
+        ("sni_cert = a.*.example c k", "sni_cert: invalid name"),
+        (
+            "sni_cert = 192.0.2.1 c k",
+            "sni_cert: invalid name \"192.0.2.1\" (SNI carries DNS names, not IP addresses)",
+        ),
+        ("client_ca = ca.pem", "client_ca: only valid with client_cert = request or require"),
+        (
+            "client_cert = none\nclient_ca = ca.pem",
+            "client_ca: only valid with client_cert = request or require",
+        ),
+    ] {
+        let at = 15 + line.matches('\n').count();
+        one_err(&listener_with(&format!("{tls}{line}\n")), at, needle);
+    }
+    for mode in ["request", "require"] {
+        one_err(
+            &listener_with(&format!("{tls}client_cert = {mode}\n")),
+            15,
+            &format!("missing key \"client_ca\" (required with client_cert = {mode})"),
+        );
+    }
+    // A bad client_cert value is reported once, not again as a missing or extra client_ca.
+    one_err(
+        &listener_with(&format!("{tls}client_cert = optional\nclient_ca = ca\n")),
+        15,
+        "client_cert: invalid value",
+    );
+}
+
+#[test]
+fn duplicate_sni_names_are_errors() {
+    one_err(
+        &listener_with(
+            "tls = implicit\ncert = c\nkey = k\nsni_cert = a.example c1 k1\n\
+             sni_cert = *.example c2 k2\nsni_cert = A.Example. c3 k3\n",
+        ),
+        17,
+        "sni_cert: duplicate name \"a.example\" (first at line 15)",
+    );
+    one_err(
+        &listener_with("tls = implicit\ncert = c\ncert = d\nkey = k\n"),
+        14,
+        "duplicate key \"cert\" (first at line 13)",
+    );
+}
+
+#[test]
+fn backend_tls_defaults_and_port_993() {
+    let c = parse_ok(&backend_with(""));
+    let b = &c.backends[1];
+    assert_eq!((b.tls, b.port), (TlsMode::None, 143));
+    let c = parse_ok(&backend_with("tls = implicit\n"));
+    let b = &c.backends[1];
+    assert_eq!((b.tls, b.port), (TlsMode::Implicit, 993));
+    assert_eq!(b.ca, None);
+    assert_eq!(b.tls_name, None);
+    assert!(!b.tls_insecure_skip_verify);
+    assert_eq!(b.tls_min_version, TlsVersion::V1_2);
+    let c = parse_ok(&backend_with("tls = starttls\n"));
+    assert_eq!((c.backends[1].tls, c.backends[1].port), (TlsMode::Starttls, 143));
+    let c = parse_ok(&backend_with("port = 1993\ntls = implicit\n"));
+    assert_eq!(c.backends[1].port, 1993);
+    let c = Config::parse(
+        &backend_with(
+            "tls = starttls\nca = ca/backend.pem\ntls_name = Mail.Internal\n\
+             tls_insecure_skip_verify = yes\ntls_min_version = 1.3\n",
+        ),
+        Path::new("conf/t.ini"),
+    )
+    .unwrap();
+    let b = &c.backends[1];
+    assert_eq!(b.ca, Some(FileRef { path: "conf/ca/backend.pem".into(), line: 12 }));
+    assert_eq!(b.tls_name.as_deref(), Some("mail.internal"));
+    assert!(b.tls_insecure_skip_verify);
+    assert_eq!(b.tls_min_version, TlsVersion::V1_3);
+}
+
+#[test]
+fn backend_tls_keys_without_tls_are_errors() {
+    for (key, value) in [
+        ("ca", "ca.pem"),
+        ("tls_name", "imap.example.org"),
+        ("tls_insecure_skip_verify", "no"),
+        ("tls_min_version", "1.2"),
+    ] {
+        let msg = format!("{key}: only valid with tls = starttls or implicit");
+        one_err(&backend_with(&format!("{key} = {value}\n")), 11, &msg);
+        one_err(&backend_with(&format!("tls = none\n{key} = {value}\n")), 12, &msg);
+    }
+}
+
+#[test]
+fn bad_backend_tls_values() {
+    for (line, needle) in [
+        ("tls_name = a b", "tls_name: invalid name \"a b\" (expected a DNS name or an IP address)"),
+        (
+            "tls_insecure_skip_verify = 1",
+            "tls_insecure_skip_verify: invalid value \"1\" (expected yes or no)",
+        ),
+        ("tls_min_version = 1.0", "tls_min_version: invalid value \"1.0\""),
+        ("ca =", "ca: empty path"),
+    ] {
+        one_err(&backend_with(&format!("tls = implicit\n{line}\n")), 12, needle);
+    }
+}
+
+/// The commented-out "TLS examples" of etc/imapgate.ini are valid once uncommented.
+#[test]
+fn example_config_tls_examples_load_when_uncommented() {
+    let text = include_str!("../../etc/imapgate.ini");
+    let start = text.find("; TLS examples").expect("TLS examples section");
+    let examples: String = text[start..]
+        .lines()
+        .map(|l| match l.strip_prefix(';') {
+            Some(rest) if rest.starts_with(|c: char| c.is_ascii_alphabetic() || c == '[') => rest,
+            _ => l,
+        })
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    let c = Config::parse(&format!("{}{examples}", &text[..start]), Path::new("etc/imapgate.ini"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let listener = |n: &str| c.listeners.iter().find(|l| l.name == n).unwrap();
+    let backend = |n: &str| &c.backends[c.backend_index(n).unwrap()];
+    let imaps = listener("imaps").tls.as_ref().unwrap();
+    assert_eq!(imaps.mode, TlsMode::Implicit);
+    assert_eq!(imaps.sni.len(), 1);
+    let starttls = listener("imap-starttls").tls.as_ref().unwrap();
+    assert_eq!(starttls.mode, TlsMode::Starttls);
+    assert_eq!(starttls.cert.path, Path::new("etc/tls/imap.pem"));
+    assert_eq!(listener("internal").tls, None);
+    assert_eq!(backend("legacy").tls, TlsMode::None);
+    let provider = backend("provider");
+    assert_eq!((provider.tls, provider.port), (TlsMode::Implicit, 993));
+    assert!(provider.ca.is_some());
+    let dovecot_tls = backend("dovecot-tls");
+    assert_eq!((dovecot_tls.tls, dovecot_tls.port), (TlsMode::Starttls, 143));
+    assert_eq!(dovecot_tls.tls_name.as_deref(), Some("mail.example.org"));
 }

@@ -1,5 +1,5 @@
 //! Value syntaxes shared by all sections: sizes, durations, ports, host names, listen
-//! addresses and section names. Each parser returns a message fit for `key: message`.
+//! addresses, yes/no switches and section names. Each parser returns a message fit for `key: message`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -69,31 +69,25 @@ pub(crate) fn parse_port(s: &str) -> Result<u16, String> {
 /// A backend host: an IPv4 or IPv6 literal (bare `::1` or `[::1]`) or a DNS name.
 /// Returns the host without brackets.
 pub(crate) fn parse_host(s: &str) -> Result<String, String> {
-    let inner = s
-        .strip_prefix('[')
-        .and_then(|r| r.strip_suffix(']'))
-        .unwrap_or(s);
+    let inner = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(s);
     if inner.parse::<IpAddr>().is_ok() {
         return Ok(inner.to_string());
     }
-    let host_port = s
-        .rsplit_once(':')
-        .is_some_and(|(h, p)| is_hostname(h) && parse_number(p).is_some());
+    let host_port =
+        s.rsplit_once(':').is_some_and(|(h, p)| is_hostname(h) && parse_number(p).is_some());
     if host_port || s.parse::<SocketAddr>().is_ok() {
         return Err(format!("invalid host {s:?} (put the port in `port`)"));
     }
     if is_hostname(s) {
         Ok(s.to_string())
     } else {
-        Err(format!(
-            "invalid host {s:?} (expected a host name or an IP address)"
-        ))
+        Err(format!("invalid host {s:?} (expected a host name or an IP address)"))
     }
 }
 
 /// RFC 1123 host name, leniently: labels of letters, digits, `-` and `_`, an optional
 /// trailing dot, at most 253 characters.
-fn is_hostname(s: &str) -> bool {
+pub(crate) fn is_hostname(s: &str) -> bool {
     let s = s.strip_suffix('.').unwrap_or(s);
     !s.is_empty()
         && s.len() <= 253
@@ -102,10 +96,17 @@ fn is_hostname(s: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
+}
+
+/// A switch: `yes` or `no` (case-insensitive).
+pub(crate) fn parse_yes_no(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err(format!("invalid value {s:?} (expected yes or no)")),
+    }
 }
 
 /// A listen address: `ADDR:PORT`, `[V6]:PORT`, or `*:PORT` for 0.0.0.0.
@@ -124,9 +125,7 @@ pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 
 /// A section name: `[A-Za-z0-9_.-]+`.
 pub(crate) fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 #[cfg(test)]
@@ -185,21 +184,9 @@ mod tests {
         assert_eq!(parse_host("127.0.0.1").as_deref(), Ok("127.0.0.1"));
         assert_eq!(parse_host("::1").as_deref(), Ok("::1"));
         assert_eq!(parse_host("[::1]").as_deref(), Ok("::1"));
-        assert_eq!(
-            parse_host("imap.example.org.").as_deref(),
-            Ok("imap.example.org.")
-        );
+        assert_eq!(parse_host("imap.example.org.").as_deref(), Ok("imap.example.org."));
         assert_eq!(parse_host("mail_1").as_deref(), Ok("mail_1"));
-        for s in [
-            "",
-            "a..b",
-            "-a",
-            "a b",
-            "a/b",
-            "[::1",
-            "imap:143",
-            "1.2.3.4:143",
-        ] {
+        for s in ["", "a..b", "-a", "a b", "a/b", "[::1", "imap:143", "1.2.3.4:143"] {
             assert!(parse_host(s).is_err(), "{s:?}");
         }
         assert!(parse_host("imap:143").unwrap_err().contains("port"));
@@ -207,22 +194,20 @@ mod tests {
 
     #[test]
     fn listen_addresses_accept_v4_v6_and_wildcard() {
-        assert_eq!(
-            parse_listen("127.0.0.1:1143"),
-            Ok("127.0.0.1:1143".parse().unwrap())
-        );
+        assert_eq!(parse_listen("127.0.0.1:1143"), Ok("127.0.0.1:1143".parse().unwrap()));
         assert_eq!(parse_listen("[::1]:143"), Ok("[::1]:143".parse().unwrap()));
         assert_eq!(parse_listen("*:143"), Ok("0.0.0.0:143".parse().unwrap()));
-        for s in [
-            "127.0.0.1",
-            "::1:143",
-            "*:0",
-            "1.2.3.4:0",
-            "host:143",
-            "*:",
-            "",
-        ] {
+        for s in ["127.0.0.1", "::1:143", "*:0", "1.2.3.4:0", "host:143", "*:", ""] {
             assert!(parse_listen(s).is_err(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn switches_are_yes_or_no() {
+        assert_eq!(parse_yes_no("yes"), Ok(true));
+        assert_eq!(parse_yes_no("No"), Ok(false));
+        for s in ["", "true", "1", "on", "y"] {
+            assert!(parse_yes_no(s).is_err(), "{s:?}");
         }
     }
 

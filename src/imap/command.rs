@@ -84,22 +84,13 @@ fn is_atom_byte(b: u8) -> bool {
 /// Tokenizes a complete command message: its lines and the raw bytes of its literals, as
 /// the framer delimited them. The final CRLF (or LF) may be present or not.
 pub fn parse(message: &[u8]) -> Result<Command, ParseError> {
-    let mut p = Parser {
-        input: message,
-        pos: 0,
-    };
+    let mut p = Parser { input: message, pos: 0 };
     let tag = p.atom_with(|b| is_atom_byte(b) && b != b'+');
     let Some(tag) = tag else {
-        return Err(ParseError {
-            tag: None,
-            reason: "Missing or invalid tag",
-        });
+        return Err(ParseError { tag: None, reason: "Missing or invalid tag" });
     };
     let tag = String::from_utf8_lossy(tag).into_owned();
-    let fail = |reason| ParseError {
-        tag: Some(tag.clone()),
-        reason,
-    };
+    let fail = |reason| ParseError { tag: Some(tag.clone()), reason };
     if !p.eat(b' ') {
         return Err(fail("Missing command name"));
     }
@@ -214,15 +205,11 @@ impl<'a> Parser<'a> {
         if !self.eat(b'{') {
             return Err("Invalid literal");
         }
-        let digits = self
-            .atom_with(|b| b.is_ascii_digit())
-            .ok_or("Invalid literal size")?;
+        let digits = self.atom_with(|b| b.is_ascii_digit()).ok_or("Invalid literal size")?;
         if digits.len() > 15 {
             return Err("Literal too large");
         }
-        let size = digits
-            .iter()
-            .fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
+        let size = digits.iter().fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
         self.eat(b'+');
         if !self.eat(b'}') {
             return Err("Invalid literal");
@@ -231,10 +218,7 @@ impl<'a> Parser<'a> {
         if !self.eat(b'\n') {
             return Err("Literal announcement must end the line");
         }
-        let end = self
-            .pos
-            .checked_add(size)
-            .filter(|&e| e <= self.input.len());
+        let end = self.pos.checked_add(size).filter(|&e| e <= self.input.len());
         let end = end.ok_or("Literal shorter than announced")?;
         let bytes = self.input[self.pos..end].to_vec();
         self.pos = end;
@@ -285,12 +269,7 @@ mod tests {
         let c = parse(b"x ID (\"name\" \"Kontact\" \"version\" NIL)\r\n").unwrap();
         assert_eq!(
             c.args,
-            vec![Arg::List(vec![
-                s(b"name"),
-                s(b"Kontact"),
-                s(b"version"),
-                a(b"NIL")
-            ])]
+            vec![Arg::List(vec![s(b"name"), s(b"Kontact"), s(b"version"), a(b"NIL")])]
         );
         assert!(parse(b"x ID NIL").unwrap().args[0].is_nil());
     }
@@ -300,45 +279,21 @@ mod tests {
         let cases: &[(&[u8], Option<&str>, &str)] = &[
             (b"\r\n", None, "Missing or invalid tag"),
             (b"a1\r\n", Some("a1"), "Missing command name"),
-            (
-                b"a1 LOGIN \"abc\r\n",
-                Some("a1"),
-                "Unterminated quoted string",
-            ),
-            (
-                b"a1 LOGIN \"a\\b\"\r\n",
-                Some("a1"),
-                "Invalid escape in quoted string",
-            ),
-            (
-                b"a1 LOGIN {9}\r\nabc\r\n",
-                Some("a1"),
-                "Literal shorter than announced",
-            ),
-            (
-                b"a1 ID ((((((((((x))))))))))\r\n",
-                Some("a1"),
-                "Lists nested too deep",
-            ),
+            (b"a1 LOGIN \"abc\r\n", Some("a1"), "Unterminated quoted string"),
+            (b"a1 LOGIN \"a\\b\"\r\n", Some("a1"), "Invalid escape in quoted string"),
+            (b"a1 LOGIN {9}\r\nabc\r\n", Some("a1"), "Literal shorter than announced"),
+            (b"a1 ID ((((((((((x))))))))))\r\n", Some("a1"), "Lists nested too deep"),
             (b"a1 ID (x\r\n", Some("a1"), "Missing ')' after a list"),
         ];
         for (input, tag, reason) in cases {
             let e = parse(input).unwrap_err();
-            assert_eq!(
-                (e.tag.as_deref(), e.reason),
-                (*tag, *reason),
-                "{}",
-                input.escape_ascii()
-            );
+            assert_eq!((e.tag.as_deref(), e.reason), (*tag, *reason), "{}", input.escape_ascii());
         }
     }
 
     #[test]
     fn tag_and_name_folds_case_and_keeps_uid_subcommands() {
-        assert_eq!(
-            tag_and_name(b"A1 uid Fetch 1:* x"),
-            Some((&b"A1"[..], "UID FETCH".into()))
-        );
+        assert_eq!(tag_and_name(b"A1 uid Fetch 1:* x"), Some((&b"A1"[..], "UID FETCH".into())));
         assert_eq!(tag_and_name(b"A1 idle"), Some((&b"A1"[..], "IDLE".into())));
         assert_eq!(tag_and_name(b"DONE"), None);
     }

@@ -129,10 +129,7 @@ impl Framer {
     /// rest; `consumed == 0` with no event means the framer is waiting for the server.
     pub fn advance(&mut self, data: &[u8]) -> Step {
         match self.state {
-            State::Waiting { .. } => Step {
-                consumed: 0,
-                event: None,
-            },
+            State::Waiting { .. } => Step { consumed: 0, event: None },
             State::Literal { remaining } => {
                 let take = remaining.min(data.len() as u64);
                 let remaining = remaining - take;
@@ -175,9 +172,7 @@ impl Framer {
                 self.state = if lit.sync && self.side == Side::Client {
                     State::Waiting { literal: Some(lit) }
                 } else {
-                    State::Literal {
-                        remaining: lit.size,
-                    }
+                    State::Literal { remaining: lit.size }
                 };
             }
             None => match self.continuation.take() {
@@ -190,14 +185,12 @@ impl Framer {
 
     fn push_tail(&mut self, segment: &[u8]) {
         if segment.len() >= TAIL_MAX {
-            self.tail
-                .copy_from_slice(&segment[segment.len() - TAIL_MAX..]);
+            self.tail.copy_from_slice(&segment[segment.len() - TAIL_MAX..]);
             self.tail_len = TAIL_MAX;
             return;
         }
         let keep = (TAIL_MAX - segment.len()).min(self.tail_len);
-        self.tail
-            .copy_within(self.tail_len - keep..self.tail_len, 0);
+        self.tail.copy_within(self.tail_len - keep..self.tail_len, 0);
         self.tail[keep..keep + segment.len()].copy_from_slice(segment);
         self.tail_len = keep + segment.len();
     }
@@ -218,9 +211,7 @@ impl Framer {
         if line[digits_start] != b'{' || digits.is_empty() || digits.len() > 15 {
             return None;
         }
-        let size = digits
-            .iter()
-            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        let size = digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
         if size > LITERAL_MAX {
             return None;
         }
@@ -280,9 +271,7 @@ impl Framer {
     pub fn grant(&mut self) {
         if let State::Waiting { literal } = self.state {
             self.state = match literal {
-                Some(lit) => State::Literal {
-                    remaining: lit.size,
-                },
+                Some(lit) => State::Literal { remaining: lit.size },
                 None => {
                     self.first_line = false;
                     self.continuation = Some(self.pending_continuation);
@@ -372,12 +361,7 @@ mod tests {
         let events = frame_in_pieces(Side::Server, input, &[]);
         assert_eq!(
             events,
-            vec![
-                (23, lit(5, true, false)),
-                (28, Event::LiteralEnd),
-                (31, END),
-                (input.len(), END)
-            ]
+            vec![(23, lit(5, true, false)), (28, Event::LiteralEnd), (31, END), (input.len(), END)]
         );
     }
 
@@ -391,11 +375,8 @@ mod tests {
 
     #[test]
     fn a_script_frames_into_the_expected_messages() {
-        let ends: Vec<usize> = script_events()
-            .iter()
-            .filter(|(_, e)| *e == END)
-            .map(|(o, _)| *o)
-            .collect();
+        let ends: Vec<usize> =
+            script_events().iter().filter(|(_, e)| *e == END).map(|(o, _)| *o).collect();
         let a2 = SCRIPT.windows(3).position(|w| w == b"a2 ").unwrap();
         let a3 = SCRIPT.windows(3).position(|w| w == b"a3 ").unwrap();
         let a4 = SCRIPT.windows(3).position(|w| w == b"a4 ").unwrap();
@@ -406,11 +387,7 @@ mod tests {
     fn splitting_at_every_byte_boundary_gives_the_same_frames() {
         let whole = script_events();
         for cut in 0..=SCRIPT.len() {
-            assert_eq!(
-                frame_in_pieces(Side::Client, SCRIPT, &[cut]),
-                whole,
-                "cut {cut}"
-            );
+            assert_eq!(frame_in_pieces(Side::Client, SCRIPT, &[cut]), whole, "cut {cut}");
         }
         for a in 0..=SCRIPT.len() {
             for b in a..=SCRIPT.len() {
@@ -422,10 +399,7 @@ mod tests {
     #[test]
     fn byte_at_a_time_gives_the_same_frames() {
         let cuts: Vec<usize> = (1..SCRIPT.len()).collect();
-        assert_eq!(
-            frame_in_pieces(Side::Client, SCRIPT, &cuts),
-            script_events()
-        );
+        assert_eq!(frame_in_pieces(Side::Client, SCRIPT, &cuts), script_events());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! synchronizing literal over the limit is refused before the client sends it; an
 //! oversized non-synchronizing one ends the connection (RFC 7888 §4 allows either).
 
-use super::capability::PRE_LOGIN;
+use super::capability;
 use super::command::{self, Arg, Command};
 use super::framer::{Event, Framer, Literal, Side};
 use super::sasl::{self, Secret};
@@ -42,11 +42,25 @@ pub struct Login {
     pub password: Secret,
 }
 
+/// What the listener offers in the way of TLS, and what is on now.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Security {
+    /// STARTTLS may be used (the listener has `tls = starttls`).
+    pub starttls_offered: bool,
+    /// The connection is encrypted (implicit TLS, or after STARTTLS).
+    pub tls_active: bool,
+    /// LOGIN and AUTHENTICATE are refused before TLS.
+    pub login_requires_tls: bool,
+}
+
 /// Something for the driver to do, in order.
 #[derive(Debug)]
 pub enum Action {
     /// Send these bytes to the client.
     Send(Vec<u8>),
+    /// Send the tagged OK, discard every byte the client sent after the STARTTLS line,
+    /// run the TLS handshake, then call `PreAuth::tls_started`. `feed` stopped here.
+    StartTls(String),
     /// Route and log in; `feed` stopped right after this command.
     Login(Login),
     /// Close the connection after sending what came before.
@@ -66,12 +80,14 @@ pub struct PreAuth {
     failures: u32,
     bad_commands: u32,
     client_id: Option<Vec<(String, Option<String>)>>,
+    security: Security,
 }
 
 impl PreAuth {
     /// A new conversation under `limits`.
-    pub fn new(limits: Limits) -> PreAuth {
+    pub fn new(limits: Limits, security: Security) -> PreAuth {
         PreAuth {
+            security,
             framer: Framer::new(Side::Client),
             limits,
             message: Vec::new(),
@@ -84,8 +100,24 @@ impl PreAuth {
     }
 
     /// The greeting, with the pre-login capabilities in its response code.
-    pub fn greeting(text: &str) -> Vec<u8> {
-        format!("* OK [CAPABILITY {}] {text}\r\n", PRE_LOGIN.join(" ")).into_bytes()
+    pub fn greeting(&self, text: &str) -> Vec<u8> {
+        format!("* OK [CAPABILITY {}] {text}\r\n", self.capabilities()).into_bytes()
+    }
+
+    /// The capabilities as they stand now (RFC 9051 §6.2.1, §6.2.3: STARTTLS only before
+    /// TLS; LOGINDISABLED and no AUTH= while logins must wait for TLS).
+    pub fn capabilities(&self) -> String {
+        let sec = self.security;
+        let login_allowed = sec.tls_active || !sec.login_requires_tls;
+        capability::pre_login(sec.starttls_offered && !sec.tls_active, login_allowed).join(" ")
+    }
+
+    /// TLS is now on: forget everything read before it (RFC 9051 §6.2.1) and go on.
+    pub fn tls_started(&mut self) {
+        self.security.tls_active = true;
+        self.framer = Framer::new(Side::Client);
+        self.end_message();
+        self.authenticating = None;
     }
 
     /// The client's ID parameters, once it sent them (`Some(empty)` for `ID NIL`).
@@ -142,10 +174,7 @@ impl PreAuth {
                 return true;
             }
             if !self.discarding {
-                let text = format!(
-                    "Literal too large (limit {} bytes)",
-                    self.limits.max_literal
-                );
+                let text = format!("Literal too large (limit {} bytes)", self.limits.max_literal);
                 self.reply_current(out, "BAD", &text);
             }
             // RFC 9051 §7.5: answering instead of `+` means the literal never comes.
@@ -171,9 +200,7 @@ impl PreAuth {
             Some((tag, _)) => String::from_utf8_lossy(tag).into_owned(),
             None => "*".to_string(),
         };
-        out.push(Action::Send(
-            format!("{tag} {status} {text}\r\n").into_bytes(),
-        ));
+        out.push(Action::Send(format!("{tag} {status} {text}\r\n").into_bytes()));
     }
 
     fn on_message_end(&mut self, out: &mut Vec<Action>) -> bool {
@@ -212,26 +239,40 @@ impl PreAuth {
         let tag = &cmd.tag;
         match cmd.name.as_str() {
             "CAPABILITY" => {
-                let caps = PRE_LOGIN.join(" ");
+                let caps = self.capabilities();
                 out.push(send(format!(
                     "* CAPABILITY {caps}\r\n{tag} OK Capability completed.\r\n"
                 )));
             }
             "NOOP" => out.push(send(format!("{tag} OK NOOP completed.\r\n"))),
             "LOGOUT" => {
-                out.push(send(format!(
-                    "* BYE Logging out.\r\n{tag} OK Logout completed.\r\n"
-                )));
+                out.push(send(format!("* BYE Logging out.\r\n{tag} OK Logout completed.\r\n")));
                 out.push(Action::Close("logout"));
                 return true;
             }
             "ID" => self.on_id(&cmd, out),
+            "LOGIN" | "AUTHENTICATE"
+                if self.security.login_requires_tls && !self.security.tls_active =>
+            {
+                let text = "[PRIVACYREQUIRED] Log in only after STARTTLS.";
+                out.push(send(format!("{tag} NO {text}\r\n")));
+            }
             "LOGIN" => return self.on_login(cmd, out),
             "AUTHENTICATE" => return self.on_authenticate(cmd, out),
-            "STARTTLS" => out.push(send(format!("{tag} BAD TLS is not enabled here.\r\n"))),
-            _ => out.push(send(format!(
-                "{tag} BAD Command unknown or not valid before login.\r\n"
-            ))),
+            "STARTTLS" if !cmd.args.is_empty() => {
+                out.push(send(format!("{tag} BAD STARTTLS takes no arguments.\r\n")))
+            }
+            "STARTTLS" if self.security.tls_active => {
+                out.push(send(format!("{tag} BAD TLS is already on.\r\n")))
+            }
+            "STARTTLS" if self.security.starttls_offered => {
+                out.push(Action::StartTls(cmd.tag));
+                return true;
+            }
+            "STARTTLS" => out.push(send(format!("{tag} BAD STARTTLS is not offered here.\r\n"))),
+            _ => {
+                out.push(send(format!("{tag} BAD Command unknown or not valid before login.\r\n")))
+            }
         }
         false
     }
@@ -256,10 +297,7 @@ impl PreAuth {
             cmd.args.get(1).and_then(Arg::astring),
             cmd.args.len(),
         ) else {
-            out.push(send(format!(
-                "{} BAD Usage: LOGIN user password\r\n",
-                cmd.tag
-            )));
+            out.push(send(format!("{} BAD Usage: LOGIN user password\r\n", cmd.tag)));
             return false;
         };
         let password = Secret::new(pass.to_vec());
@@ -336,22 +374,14 @@ impl PreAuth {
             out.push(send(format!("{tag} NO {text}\r\n")));
             return self.login_failed(out);
         }
-        out.push(Action::Login(Login {
-            tag,
-            user: user.to_string(),
-            password,
-        }));
+        out.push(Action::Login(Login { tag, user: user.to_string(), password }));
         true
     }
 
     /// Counts a failed login; after too many, appends the BYE and returns true.
     pub fn login_failed(&mut self, out: &mut Vec<Action>) -> bool {
         self.failures += 1;
-        self.close_if(
-            self.failures >= self.limits.max_failures,
-            "failed logins",
-            out,
-        )
+        self.close_if(self.failures >= self.limits.max_failures, "failed logins", out)
     }
 }
 
@@ -388,17 +418,17 @@ fn parse_id(args: &[Arg]) -> Result<Vec<(String, Option<String>)>, &'static str>
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
 
-    const LIMITS: Limits = Limits {
-        max_command: 200,
-        max_literal: 50,
-        max_failures: 2,
-    };
+    pub const LIMITS: Limits = Limits { max_command: 200, max_literal: 50, max_failures: 2 };
+    pub const PLAIN: Security =
+        Security { starttls_offered: false, tls_active: false, login_requires_tls: false };
+    pub const STARTTLS: Security =
+        Security { starttls_offered: true, tls_active: false, login_requires_tls: true };
 
     /// Feeds `input` whole and renders the actions as text.
-    fn run(p: &mut PreAuth, input: &[u8]) -> (usize, String) {
+    pub fn run(p: &mut PreAuth, input: &[u8]) -> (usize, String) {
         let mut out = Vec::new();
         let n = p.feed(input, &mut out);
         let text = out
@@ -407,14 +437,21 @@ mod tests {
                 Action::Send(b) => String::from_utf8_lossy(b).into_owned(),
                 Action::Login(l) => format!("LOGIN {} {} {:?}\n", l.tag, l.user, l.password),
                 Action::Close(why) => format!("CLOSE {why}\n"),
+                Action::StartTls(tag) => format!("STARTTLS {tag}\n"),
             })
             .collect();
         (n, text)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::*;
+    use super::*;
 
     fn password_of(input: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        PreAuth::new(LIMITS).feed(input, &mut out);
+        PreAuth::new(LIMITS, PLAIN).feed(input, &mut out);
         match out.pop() {
             Some(Action::Login(l)) => l.password.expose().to_vec(),
             other => panic!("no login: {other:?}"),
@@ -423,28 +460,19 @@ mod tests {
 
     #[test]
     fn simple_commands_are_answered_locally() {
-        let mut p = PreAuth::new(LIMITS);
-        let (_, t) = run(
-            &mut p,
-            b"a CAPABILITY\r\nb noop\r\nc ID (\"name\" \"Kontact\")\r\n",
-        );
+        let mut p = PreAuth::new(LIMITS, PLAIN);
+        let (_, t) = run(&mut p, b"a CAPABILITY\r\nb noop\r\nc ID (\"name\" \"Kontact\")\r\n");
         assert!(t.starts_with("* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN\r\na OK"));
         assert!(t.contains("b OK NOOP completed.\r\n"));
         assert!(t.contains("* ID (\"name\" \"imapgate\""));
-        assert_eq!(
-            p.client_id().unwrap()[0],
-            ("name".into(), Some("Kontact".into()))
-        );
+        assert_eq!(p.client_id().unwrap()[0], ("name".into(), Some("Kontact".into())));
         let (_, t) = run(&mut p, b"d LOGOUT\r\ne NOOP\r\n");
-        assert_eq!(
-            t,
-            "* BYE Logging out.\r\nd OK Logout completed.\r\nCLOSE logout\n"
-        );
+        assert_eq!(t, "* BYE Logging out.\r\nd OK Logout completed.\r\nCLOSE logout\n");
     }
 
     #[test]
     fn login_stops_feeding_so_pipelined_commands_reach_the_relay() {
-        let mut p = PreAuth::new(LIMITS);
+        let mut p = PreAuth::new(LIMITS, PLAIN);
         let input = b"a LOGIN alice secret\r\nb SELECT INBOX\r\n";
         let (n, t) = run(&mut p, input);
         assert_eq!(t, "LOGIN a alice <redacted>\n");
@@ -454,10 +482,7 @@ mod tests {
     #[test]
     fn passwords_arrive_intact_through_every_string_form() {
         let want = "p a\"s\\s é".as_bytes();
-        assert_eq!(
-            password_of("a LOGIN u \"p a\\\"s\\\\s é\"\r\n".as_bytes()),
-            want
-        );
+        assert_eq!(password_of("a LOGIN u \"p a\\\"s\\\\s é\"\r\n".as_bytes()), want);
         let mut lit = format!("a LOGIN u {{{}}}\r\n", want.len()).into_bytes();
         lit.extend_from_slice(want);
         lit.extend_from_slice(b"\r\n");
@@ -468,7 +493,7 @@ mod tests {
 
     #[test]
     fn a_synchronizing_literal_is_invited_then_read() {
-        let mut p = PreAuth::new(LIMITS);
+        let mut p = PreAuth::new(LIMITS, PLAIN);
         let (n, t) = run(&mut p, b"a LOGIN {5}\r\n");
         assert_eq!((n, t.as_str()), (13, "+ Ready for literal data\r\n"));
         let (_, t) = run(&mut p, b"alice secret\r\n");
@@ -477,51 +502,42 @@ mod tests {
 
     #[test]
     fn oversized_literals_are_refused_without_being_read() {
-        let mut p = PreAuth::new(LIMITS);
+        let mut p = PreAuth::new(LIMITS, PLAIN);
         let (_, t) = run(&mut p, b"a LOGIN {51}\r\nb NOOP\r\n");
-        assert_eq!(
-            t,
-            "a BAD Literal too large (limit 50 bytes)\r\nb OK NOOP completed.\r\n"
-        );
+        assert_eq!(t, "a BAD Literal too large (limit 50 bytes)\r\nb OK NOOP completed.\r\n");
         let (_, t) = run(&mut p, b"c LOGIN {51+}\r\n");
         assert_eq!(t, "* BYE Literal too large.\r\nCLOSE literal too large\n");
     }
 
     #[test]
     fn an_overlong_command_is_answered_once_and_skipped() {
-        let mut p = PreAuth::new(LIMITS);
+        let mut p = PreAuth::new(LIMITS, PLAIN);
         let mut input = b"a NOOP ".to_vec();
         input.extend(std::iter::repeat_n(b'x', 300));
         input.extend_from_slice(b"\r\nb NOOP\r\n");
         let (_, t) = run(&mut p, &input);
-        assert_eq!(
-            t,
-            "a BAD Command too long (limit 200 bytes)\r\nb OK NOOP completed.\r\n"
-        );
+        assert_eq!(t, "a BAD Command too long (limit 200 bytes)\r\nb OK NOOP completed.\r\n");
     }
 
     #[test]
     fn authenticate_plain_with_and_without_initial_response() {
-        let mut p = PreAuth::new(LIMITS);
+        let mut p = PreAuth::new(LIMITS, PLAIN);
         let (_, t) = run(&mut p, b"a AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==\r\n");
         assert_eq!(t, "LOGIN a alice <redacted>\n");
-        let mut p = PreAuth::new(LIMITS);
+        let mut p = PreAuth::new(LIMITS, PLAIN);
         let (_, t) = run(&mut p, b"b authenticate plain\r\n");
         assert_eq!(t, "+ \r\n");
         let (_, t) = run(&mut p, b"AGFsaWNlAHNlY3JldA==\r\n");
         assert_eq!(t, "LOGIN b alice <redacted>\n");
-        let mut p = PreAuth::new(LIMITS);
+        let mut p = PreAuth::new(LIMITS, PLAIN);
         run(&mut p, b"c AUTHENTICATE PLAIN\r\n");
         let (_, t) = run(&mut p, b"*\r\nd NOOP\r\n");
-        assert_eq!(
-            t,
-            "c BAD Authentication cancelled.\r\nd OK NOOP completed.\r\n"
-        );
+        assert_eq!(t, "c BAD Authentication cancelled.\r\nd OK NOOP completed.\r\n");
     }
 
     #[test]
     fn unsafe_credentials_never_leave_and_failures_are_counted() {
-        let mut p = PreAuth::new(LIMITS);
+        let mut p = PreAuth::new(LIMITS, PLAIN);
         let (_, t) = run(&mut p, b"a LOGIN alice {3}\r\n");
         assert!(t.starts_with('+'));
         let (_, t) = run(&mut p, b"a\nb\r\n");
@@ -533,10 +549,47 @@ mod tests {
 
     #[test]
     fn malformed_commands_get_specific_bad_answers() {
-        let mut p = PreAuth::new(LIMITS);
+        let mut p = PreAuth::new(LIMITS, PLAIN);
         let (_, t) = run(&mut p, b"a LOGIN \"x\r\nb SELECT INBOX\r\nc ID (\"k\")\r\n");
         assert!(t.starts_with("a BAD Unterminated quoted string\r\n"), "{t}");
         assert!(t.contains("b BAD Command unknown or not valid before login.\r\n"));
         assert!(t.contains("c BAD Invalid ID parameters"));
+    }
+}
+
+#[cfg(test)]
+mod starttls_tests {
+    use super::tests_support::*;
+    use super::*;
+
+    #[test]
+    fn before_tls_logins_are_refused_and_starttls_is_offered() {
+        let mut p = PreAuth::new(LIMITS, STARTTLS);
+        let greeting = String::from_utf8(p.greeting("hi")).unwrap();
+        assert_eq!(
+            greeting,
+            "* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID STARTTLS LOGINDISABLED] hi\r\n"
+        );
+        let (_, t) = run(&mut p, b"a LOGIN alice secret\r\nb AUTHENTICATE PLAIN\r\n");
+        let refusal = "NO [PRIVACYREQUIRED] Log in only after STARTTLS.\r\n";
+        assert_eq!(t, format!("a {refusal}b {refusal}"));
+    }
+
+    #[test]
+    fn starttls_stops_feeding_and_after_tls_the_capabilities_change() {
+        let mut p = PreAuth::new(LIMITS, STARTTLS);
+        let input = b"a STARTTLS\r\nb CAPABILITY\r\n";
+        let (n, t) = run(&mut p, input);
+        assert_eq!(t, "STARTTLS a\n");
+        assert_eq!(&input[n..], b"b CAPABILITY\r\n", "the driver must discard these");
+        p.tls_started();
+        let (_, t) = run(&mut p, b"c CAPABILITY\r\nd STARTTLS\r\n");
+        assert!(
+            t.starts_with("* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN\r\nc OK"),
+            "{t}"
+        );
+        assert!(t.ends_with("d BAD TLS is already on.\r\n"));
+        let (_, t) = run(&mut p, b"e LOGIN alice secret\r\n");
+        assert_eq!(t, "LOGIN e alice <redacted>\n");
     }
 }

@@ -51,12 +51,7 @@ pub fn status(line: &[u8]) -> Option<Status<'_>> {
         rest = &rest[close + 1..];
         rest = rest.strip_prefix(b" ").unwrap_or(rest);
     }
-    Some(Status {
-        tag,
-        status,
-        code,
-        text: rest,
-    })
+    Some(Status { tag, status, code, text: rest })
 }
 
 fn split_word(s: &[u8]) -> (&[u8], &[u8]) {
@@ -70,9 +65,7 @@ fn split_word(s: &[u8]) -> (&[u8], &[u8]) {
 /// `* CAPABILITY ...` line; `None` if the line carries neither.
 pub fn capabilities(line: &[u8]) -> Option<Vec<String>> {
     let list = match status(line) {
-        Some(Status {
-            code: Some(code), ..
-        }) => strip_word(code, b"CAPABILITY")?,
+        Some(Status { code: Some(code), .. }) => strip_word(code, b"CAPABILITY")?,
         _ => {
             let line = line.strip_suffix(b"\n").unwrap_or(line);
             let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -80,11 +73,7 @@ pub fn capabilities(line: &[u8]) -> Option<Vec<String>> {
         }
     };
     let words = list.split(|&b| b == b' ').filter(|w| !w.is_empty());
-    Some(
-        words
-            .map(|w| String::from_utf8_lossy(w).into_owned())
-            .collect(),
-    )
+    Some(words.map(|w| String::from_utf8_lossy(w).into_owned()).collect())
 }
 
 fn strip_word<'a>(s: &'a [u8], word: &[u8]) -> Option<&'a [u8]> {
@@ -111,10 +100,7 @@ mod tests {
         assert_eq!(s.code, Some(&b"AUTHENTICATIONFAILED"[..]));
         assert_eq!(s.text, b"Authentication failed.");
         let s = status(b"* bye going away").unwrap();
-        assert_eq!(
-            (s.status.as_str(), s.code, s.text),
-            ("BYE", None, &b"going away"[..])
-        );
+        assert_eq!((s.status.as_str(), s.code, s.text), ("BYE", None, &b"going away"[..]));
         assert!(status(b"* 1 EXISTS").is_none());
         assert!(status(b"a1 OK [unterminated").is_none());
     }
@@ -122,18 +108,9 @@ mod tests {
     #[test]
     fn capabilities_from_codes_and_untagged_data() {
         let want = vec!["IMAP4rev1".to_string(), "IDLE".into()];
-        assert_eq!(
-            capabilities(b"* OK [CAPABILITY IMAP4rev1 IDLE] hi\r\n"),
-            Some(want.clone())
-        );
-        assert_eq!(
-            capabilities(b"* CAPABILITY IMAP4rev1 IDLE\r\n"),
-            Some(want.clone())
-        );
-        assert_eq!(
-            capabilities(b"a OK [capability IMAP4rev1 IDLE] in"),
-            Some(want)
-        );
+        assert_eq!(capabilities(b"* OK [CAPABILITY IMAP4rev1 IDLE] hi\r\n"), Some(want.clone()));
+        assert_eq!(capabilities(b"* CAPABILITY IMAP4rev1 IDLE\r\n"), Some(want.clone()));
+        assert_eq!(capabilities(b"a OK [capability IMAP4rev1 IDLE] in"), Some(want));
         assert_eq!(capabilities(b"* OK [ALERT] x"), None);
     }
 }

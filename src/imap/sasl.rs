@@ -141,10 +141,7 @@ mod tests {
     #[test]
     fn plain_splits_into_three_parts() {
         let p = decode_plain(b"AGFsaWNlAHNlY3JldA==").unwrap();
-        assert_eq!(
-            (p.authzid.as_slice(), p.user.as_slice()),
-            (&b""[..], &b"alice"[..])
-        );
+        assert_eq!((p.authzid.as_slice(), p.user.as_slice()), (&b""[..], &b"alice"[..]));
         assert_eq!(p.password.expose(), b"secret");
         assert_eq!(format!("{:?}", p.password), "<redacted>");
         assert!(decode_plain(base64_encode(b"a\0b").as_bytes()).is_err());
