@@ -6,11 +6,11 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{self, TlsMode};
+use crate::config::{self, BackendLogin, LoginMethod, TlsMode};
 use crate::imap::capability;
 use crate::imap::command::push_quoted;
 use crate::imap::framer::{Event, Framer, Side};
@@ -28,6 +28,8 @@ pub struct Session {
     pub leftover: Vec<u8>,
     /// The backend's capabilities after login.
     pub capabilities: Vec<String>,
+    /// The backend's capabilities before login.
+    pub pre_login: Vec<String>,
     /// The text of the backend's tagged OK.
     pub ok_text: String,
     /// Protocol and cipher suite when the backend connection is TLS.
@@ -62,22 +64,53 @@ const TAG_LOGIN: &str = "ig1";
 const TAG_CAPABILITY_AFTER: &str = "ig2";
 
 const TAG_STARTTLS: &str = "ig3";
+const TAG_ID: &str = "ig4";
+const TAG_LOGOUT: &str = "ig5";
 
-/// Connects to `backend` (with TLS as configured) and logs in as `user`.
-pub fn login(
+/// What a backend may learn about the client before login.
+#[derive(Debug, Default)]
+pub struct ClientInfo<'a> {
+    /// The client's ID parameters, when it sent ID.
+    pub id: Option<&'a [(String, Option<String>)]>,
+    /// The client's address, when it has one.
+    pub addr: Option<SocketAddr>,
+    /// The session id, for `x-session-id`.
+    pub session: u64,
+}
+
+/// A backend connection that greeted us, before login.
+pub struct Greeted {
+    conn: Conn,
+    /// The backend's capabilities before login (after STARTTLS, when used).
+    pub capabilities: Vec<String>,
+}
+
+/// Connects to `backend`, with TLS as configured, and reads its greeting and capabilities.
+/// A PROXY v2 header naming `client` goes first when the backend asks for one.
+pub fn greet(
     backend: &config::Backend,
     tls: Option<&BackendTls>,
-    user: &str,
-    password: &Secret,
-) -> Result<Session, LoginError> {
+    client: Option<SocketAddr>,
+) -> Result<Greeted, LoginError> {
     let deadline = Instant::now() + backend.timeout;
-    let mut stream = Transport::plain(connect(backend)?);
+    let sock = connect(backend)?;
+    if let (true, Some(src), Ok(dst)) = (backend.send_proxy_protocol, client, sock.peer_addr()) {
+        let header = crate::proxy_protocol::encode_v2(src, dst);
+        (&sock).write_all(&header).map_err(|e| unavailable(format!("PROXY header: {e}")))?;
+    }
+    let mut stream = Transport::plain(sock);
     if let Some(tls) = tls.filter(|t| t.mode == TlsMode::Implicit) {
         stream
             .connect_tls(Arc::clone(&tls.config), tls.server_name.clone(), deadline)
             .map_err(|e| unavailable(format!("TLS: {e}")))?;
     }
-    let mut conn = Conn { stream, buf: Vec::new(), deadline, framer: Framer::new(Side::Server) };
+    let mut conn = Conn {
+        name: backend.name.clone(),
+        stream,
+        buf: Vec::new(),
+        deadline,
+        framer: Framer::new(Side::Server),
+    };
     let greeting = conn.read_message()?;
     let status = response::status(&greeting);
     match status.as_ref().map(|s| s.status.as_str()) {
@@ -94,34 +127,146 @@ pub fn login(
         // RFC 9051 §6.2.1: capabilities learned before TLS must be discarded.
         caps = conn.capabilities(TAG_CAPABILITY)?;
     }
-    let answer = if capability::has(&caps, "LOGINDISABLED") {
-        if !capability::has(&caps, "AUTH=PLAIN") {
-            return Err(unavailable("LOGINDISABLED and no AUTH=PLAIN"));
+    Ok(Greeted { conn, capabilities: caps })
+}
+
+impl Greeted {
+    /// Sends ID (RFC 2971) with the client's parameters and, for a backend that trusts
+    /// imapgate, the client's address and the session id (Dovecot's
+    /// login_trusted_networks convention), so the backend logs the real client.
+    pub fn send_id(
+        &mut self,
+        client: &ClientInfo<'_>,
+        forward: bool,
+        trusted: bool,
+    ) -> Result<(), LoginError> {
+        if !capability::has(&self.capabilities, "ID") || !(forward || trusted) {
+            return Ok(());
         }
-        conn.authenticate_plain(user, password, capability::has(&caps, "SASL-IR"))?
-    } else {
-        conn.login(user, password, &caps)?
-    };
-    let status = response::status(&answer).ok_or_else(|| unavailable("malformed login answer"))?;
-    match status.status.as_str() {
-        "OK" => {}
-        "NO" => {
-            let text = String::from_utf8_lossy(&answer[status.tag.len() + 1..]);
-            return Err(LoginError::Rejected(text.trim_end().to_string()));
+        let mut params: Vec<(String, String)> = Vec::new();
+        if forward {
+            for (k, v) in client.id.unwrap_or_default() {
+                let trusted_key = k.to_ascii_lowercase().starts_with("x-originating-")
+                    || k.eq_ignore_ascii_case("x-session-id");
+                if let (Some(v), false) = (v, trusted_key) {
+                    params.push((k.clone(), v.clone()));
+                }
+            }
         }
-        _ => {
-            return Err(LoginError::Rejected(
-                "NO [AUTHENTICATIONFAILED] Authentication failed.".into(),
-            ))
+        if trusted {
+            if let Some(addr) = client.addr {
+                params.push(("x-originating-ip".into(), addr.ip().to_string()));
+                params.push(("x-originating-port".into(), addr.port().to_string()));
+            }
+            params.push(("x-session-id".into(), format!("imapgate-{}", client.session)));
         }
+        let mut line = format!("{TAG_ID} ID (").into_bytes();
+        for (i, (k, v)) in params.iter().take(30).enumerate() {
+            if i > 0 {
+                line.push(b' ');
+            }
+            let (k, v) = (&k.as_bytes()[..k.len().min(30)], &v.as_bytes()[..v.len().min(1024)]);
+            // Values that cannot be quoted are left out rather than sent as literals.
+            let mut pair = Vec::new();
+            if push_quoted(&mut pair, k) && {
+                pair.push(b' ');
+                push_quoted(&mut pair, v)
+            } {
+                line.extend_from_slice(&pair);
+            } else if i > 0 {
+                line.pop();
+            }
+        }
+        if line.ends_with(b"(") {
+            line.truncate(line.len() - 1);
+            line.extend_from_slice(b"NIL");
+        } else {
+            line.push(b')');
+        }
+        line.extend_from_slice(b"\r\n");
+        self.conn.send(&line)?;
+        self.conn.read_tagged(TAG_ID).map(drop)
     }
-    let ok_text = String::from_utf8_lossy(status.text).into_owned();
-    let capabilities = match response::capabilities(&answer) {
-        Some(caps) => caps,
-        None => conn.capabilities(TAG_CAPABILITY_AFTER)?,
-    };
-    let tls = conn.stream.tls_state().map(tls::describe);
-    Ok(Session { stream: conn.stream, leftover: conn.buf, capabilities, ok_text, tls })
+
+    /// Logs in as `user`, the way the backend's `login_method` and `sasl_ir` say.
+    pub fn login(
+        mut self,
+        how: &BackendLogin,
+        user: &str,
+        password: &Secret,
+    ) -> Result<Session, LoginError> {
+        let caps = &self.capabilities;
+        let plain = match how.method {
+            LoginMethod::Auto => capability::has(caps, "LOGINDISABLED"),
+            LoginMethod::Login => false,
+            LoginMethod::AuthenticatePlain => true,
+        };
+        let conn = &mut self.conn;
+        let answer = if plain {
+            if !capability::has(caps, "AUTH=PLAIN") {
+                return Err(unavailable("the backend offers no AUTH=PLAIN"));
+            }
+            conn.authenticate_plain(
+                user,
+                password,
+                how.sasl_ir && capability::has(caps, "SASL-IR"),
+            )?
+        } else {
+            if capability::has(caps, "LOGINDISABLED") {
+                return Err(unavailable("login_method = login but the backend says LOGINDISABLED"));
+            }
+            conn.login(user, password, caps)?
+        };
+        let status =
+            response::status(&answer).ok_or_else(|| unavailable("malformed login answer"))?;
+        match status.status.as_str() {
+            "OK" => {}
+            "NO" => {
+                let text = String::from_utf8_lossy(&answer[status.tag.len() + 1..]);
+                return Err(LoginError::Rejected(text.trim_end().to_string()));
+            }
+            _ => {
+                return Err(LoginError::Rejected(
+                    "NO [AUTHENTICATIONFAILED] Authentication failed.".into(),
+                ))
+            }
+        }
+        let ok_text = String::from_utf8_lossy(status.text).into_owned();
+        let capabilities = match response::capabilities(&answer) {
+            Some(caps) => caps,
+            None => conn.capabilities(TAG_CAPABILITY_AFTER)?,
+        };
+        let tls = conn.stream.tls_state().map(tls::describe);
+        let pre_login = std::mem::take(&mut self.capabilities);
+        let conn = self.conn;
+        Ok(Session {
+            stream: conn.stream,
+            leftover: conn.buf,
+            capabilities,
+            pre_login,
+            ok_text,
+            tls,
+        })
+    }
+
+    /// Ends a connection that will not be used (discovery).
+    pub fn logout(mut self) {
+        let _ = self.conn.send(format!("{TAG_LOGOUT} LOGOUT\r\n").as_bytes());
+        let _ = self.conn.read_tagged(TAG_LOGOUT);
+    }
+}
+
+/// Connects to `backend`, tells it about the client as configured, and logs in as `user`.
+pub fn login(
+    backend: &config::Backend,
+    tls: Option<&BackendTls>,
+    client: &ClientInfo<'_>,
+    user: &str,
+    password: &Secret,
+) -> Result<Session, LoginError> {
+    let mut greeted = greet(backend, tls, client.addr)?;
+    greeted.send_id(client, backend.login.forward_id, backend.login.trusted)?;
+    greeted.login(&backend.login, user, password)
 }
 
 fn connect(backend: &config::Backend) -> Result<TcpStream, LoginError> {
@@ -148,6 +293,8 @@ fn printable(line: &[u8]) -> String {
 }
 
 struct Conn {
+    /// The backend's section name, for log lines.
+    name: String,
     stream: Transport,
     buf: Vec<u8>,
     deadline: Instant,
@@ -214,7 +361,7 @@ impl Conn {
         if !self.buf.is_empty() {
             log::warn!(
                 "backend {}: discarded {} bytes sent after its STARTTLS OK and before TLS",
-                tls.server_name.to_str(),
+                self.name,
                 self.buf.len()
             );
             self.buf.clear();

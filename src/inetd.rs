@@ -1,15 +1,20 @@
 //! inetd mode: the client connection is stdin (inetd, xinetd and systemd `Accept=yes` also
 //! put it on stdout and stderr). It is taken from fd 0 and fds 0, 1 and 2 are pointed at
 //! /dev/null, so no stray write (a panic message, a library's warning) reaches the client.
+//! Privileges are dropped after that (/dev/null may not exist in the chroot) and before
+//! the first byte is read. The first listener's settings apply: its map, its access
+//! lists and its PROXY protocol setting.
 
 use std::fs::File;
 use std::io;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 
+use crate::limits::Refusal;
+use crate::listener::{self, PROXY_HEADER_TIMEOUT};
 use crate::session::{self, Origin};
-use crate::Runtime;
+use crate::{proxy_protocol, Runtime};
 
 /// Takes the client socket from stdin and detaches the standard descriptors.
 pub fn take_client() -> io::Result<TcpStream> {
@@ -28,9 +33,30 @@ pub fn take_client() -> io::Result<TcpStream> {
     Ok(TcpStream::from(fd))
 }
 
-/// Serves the one connection.
+/// Serves the one connection, after the PROXY header and the access list of the first
+/// listener. Limits on concurrent sessions cannot be counted across inetd's separate
+/// processes; inetd's own limits (xinetd `instances`, `per_source`, systemd
+/// `MaxConnections`, `MaxConnectionsPerSource`) do that job.
 pub fn serve(runtime: Arc<Runtime>, client: TcpStream) {
-    let peer = client.peer_addr().map_or_else(|_| "local".to_string(), |a| a.to_string());
-    let origin = Origin { id: session::next_id(), client: peer, listener: 0 };
+    let peer = client.peer_addr().ok();
+    let access = &runtime.config.listeners[0].access;
+    let name = &runtime.config.listeners[0].name;
+    let mut real = peer;
+    if let Some(p) = peer {
+        if access.proxy_protocol {
+            if !access.trusts(p.ip()) {
+                return listener::refuse(&client, Refusal::UntrustedProxy, p, name);
+            }
+            match proxy_protocol::take(&client, PROXY_HEADER_TIMEOUT) {
+                Ok(h) => real = Some(h.addrs.map_or(p, |(src, _)| src)),
+                Err(e) => return log::warn!("listener {name}: PROXY header from {p}: {e}"),
+            }
+        }
+    }
+    if let Some(r) = real.filter(|r: &SocketAddr| !access.permits(r.ip())) {
+        return listener::refuse(&client, Refusal::Denied, r, name);
+    }
+    let client_text = real.map_or_else(|| "local".to_string(), |a| a.to_string());
+    let origin = Origin { id: session::next_id(), client: client_text, listener: 0 };
     session::serve(runtime, origin, client);
 }

@@ -1,18 +1,33 @@
 //! imapgate: an IMAP proxy and session filter. See README.md and ARCHITECTURE.md.
 //!
-//! `main` wires the parts together: command line, configuration, logging, then either
-//! standalone listening or inetd mode.
+//! `main` wires the parts together, in the order relayd and OpenSMTPD use: command line;
+//! configuration and TLS files; user, group and chroot resolved; backend names resolved
+//! (with a chroot); listening sockets bound (or taken from systemd); the log opened; then
+//! privileges dropped (thread mode and inetd mode here, fork mode in each session
+//! process) before the first byte from a client is read.
 
 pub mod backend;
+pub mod backends;
 pub mod cli;
 pub mod config;
+pub mod discovery;
+pub mod filter;
+pub mod fork;
 pub mod imap;
 pub mod inetd;
+pub mod limits;
 pub mod listener;
 pub mod logging;
+pub mod privdrop;
+pub mod proxy_protocol;
 pub mod relay;
+pub mod reload;
 pub mod route;
+pub mod rules;
 pub mod session;
+pub mod signals;
+pub mod socket_activation;
+pub mod stats;
 mod sys;
 pub mod tls;
 pub mod transport;
@@ -29,6 +44,20 @@ pub struct Runtime {
     pub config: Config,
     /// TLS configurations, loaded before any privilege drop.
     pub tls: tls::Contexts,
+    /// What is known about the backends: up or down, capabilities.
+    pub backends: backends::Backends,
+    /// Per listener, the backends its map can route to.
+    pub reachable: Vec<Vec<usize>>,
+}
+
+impl Runtime {
+    /// Everything sessions share, built from a loaded configuration.
+    pub fn new(config: Config, tls: tls::Contexts) -> Runtime {
+        let backends = backends::Backends::new(&config);
+        let reachable =
+            (0..config.listeners.len()).map(|l| backends::reachable(&config, l)).collect();
+        Runtime { config, tls, backends, reachable }
+    }
 }
 
 /// Exit codes from sysexits(3).
@@ -36,6 +65,7 @@ mod exit {
     pub const USAGE: i32 = 64;
     pub const UNAVAILABLE: i32 = 69;
     pub const OSERR: i32 = 71;
+    pub const NOPERM: i32 = 77;
     pub const CONFIG: i32 = 78;
 }
 
@@ -56,12 +86,16 @@ pub fn main() -> i32 {
             return exit::USAGE;
         }
     };
-    let config = match Config::load(&opts.config) {
+    let mut config = match Config::load(&opts.config) {
         Ok(config) => config,
         Err(errors) => return config_failed(&opts, &errors),
     };
     let tls = match tls::load(&config) {
         Ok(tls) => tls,
+        Err(errors) => return config_failed(&opts, &errors),
+    };
+    let spec = match privdrop::resolve(&config) {
+        Ok(spec) => spec,
         Err(errors) => return config_failed(&opts, &errors),
     };
     if opts.check_only {
@@ -82,31 +116,99 @@ pub fn main() -> i32 {
             backend.name
         );
     }
-    let runtime = Arc::new(Runtime { config, tls });
-    if opts.inetd {
-        return match inetd::take_client() {
-            Ok(client) => {
-                inetd::serve(runtime, client);
-                0
-            }
-            Err(e) => {
-                log::error!("inetd mode: {e}");
-                exit::OSERR
-            }
-        };
-    }
-    match listener::bind(&runtime.config) {
-        Ok(bound) => {
-            let path = runtime.config.path.display();
-            log::info!("imapgate {} started with {path}", env!("CARGO_PKG_VERSION"));
-            listener::run(runtime, bound);
-            0
+    privdrop::warn_if_root(spec.as_ref());
+    if spec.as_ref().is_some_and(|s| s.chroot.is_some()) {
+        if let Err(e) = privdrop::resolve_backends(&mut config, None) {
+            log::error!("{e}");
+            return exit::UNAVAILABLE;
         }
+    }
+    // Rules open what they need (an audit file) now, while still privileged.
+    for rule in &config.rules {
+        if let Err(e) = rule.kind.prepare() {
+            log::error!("{}: rule {} (line {}): {e}", config.path.display(), rule.name, rule.line);
+            return exit::CONFIG;
+        }
+    }
+    let runtime = Arc::new(Runtime::new(config, tls));
+    if opts.inetd {
+        return inetd_main(runtime, spec.as_ref());
+    }
+    let bound = match listener::bind(&runtime.config) {
+        Ok(bound) => bound,
         Err(e) => {
             log::error!("{e}");
-            exit::UNAVAILABLE
+            return exit::UNAVAILABLE;
+        }
+    };
+    let fork = runtime.config.global.daemon.mode == config::Mode::Fork;
+    if !fork {
+        // Thread mode: drop for good before the first connection thread exists.
+        if let Some(spec) = &spec {
+            if let Err(e) = privdrop::drop_privileges(spec) {
+                log::error!("{e}");
+                return exit::NOPERM;
+            }
+            log::info!(
+                "privileges dropped to {} ({}:{}){}",
+                spec.user,
+                spec.uid,
+                spec.gid,
+                chroot_note(spec)
+            );
+        }
+        if let Err(e) = signals::init_shutdown_pipe() {
+            log::error!("signals: {e}");
+            return exit::OSERR;
         }
     }
+    let signals = match signals::install() {
+        Ok(fd) => fd,
+        Err(e) => {
+            log::error!("signals: {e}");
+            return exit::OSERR;
+        }
+    };
+    let path = runtime.config.path.display().to_string();
+    let mode = if fork { "fork" } else { "thread" };
+    log::info!("imapgate {} started with {path} (mode = {mode})", env!("CARGO_PKG_VERSION"));
+    let ctx = reload::Ctx { opts: opts.clone(), spec: spec.clone(), privileged: fork };
+    if !fork {
+        // Fork mode keeps its listener single-threaded; children learn at login instead.
+        discovery::start(Arc::clone(&runtime));
+    }
+    if fork {
+        fork::run(runtime, bound, signals, ctx)
+    } else {
+        listener::run(runtime, bound, signals, ctx)
+    }
+}
+
+fn chroot_note(spec: &privdrop::Spec) -> String {
+    spec.chroot.as_ref().map_or(String::new(), |c| format!(" in chroot {}", c.display()))
+}
+
+/// inetd mode: take the socket, drop privileges, then serve.
+fn inetd_main(runtime: Arc<Runtime>, spec: Option<&privdrop::Spec>) -> i32 {
+    let client = match inetd::take_client() {
+        Ok(client) => client,
+        Err(e) => {
+            log::error!("inetd mode: {e}");
+            return exit::OSERR;
+        }
+    };
+    if let Some(spec) = spec {
+        if let Err(e) = privdrop::drop_privileges(spec) {
+            log::error!("inetd mode: {e}");
+            return exit::NOPERM;
+        }
+    }
+    if let Err(e) = signals::init_shutdown_signal() {
+        log::error!("inetd mode: signals: {e}");
+        return exit::OSERR;
+    }
+    inetd::serve(runtime, client);
+    0
 }
 
 /// Reports configuration errors. In inetd mode stderr is the client, so the errors go

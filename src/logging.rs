@@ -1,13 +1,25 @@
-//! Where log lines go: stderr in the foreground, a file, or syslog. In inetd mode stderr
-//! is the client's socket, so there `auto` means syslog and `stderr` is refused.
+//! Where log lines go: stderr in the foreground, a file (reopened on SIGHUP, for
+//! logrotate), or syslog. In inetd mode stderr is the client's socket, so there `auto`
+//! means syslog and `stderr` is refused. Everything is opened before privileges are
+//! dropped: syslog with LOG_NDELAY, the file while still root.
+//!
+//! Lines are `TIMESTAMP imapgate[PID] LEVEL: message` on stderr and in the file (the
+//! timestamp is UTC, RFC 3339 with milliseconds); syslog adds its own. Callers never
+//! pass credentials or message contents (see session.rs and SECURITY.md).
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use crate::config::{Global, LogTarget};
 use crate::sys;
+
+/// The log file, when logging to one: reopened by [`reopen`].
+static FILE: OnceLock<(PathBuf, Mutex<File>)> = OnceLock::new();
 
 /// Sets up the global logger. `inetd` forbids stderr.
 pub fn init(
@@ -26,69 +38,133 @@ pub fn init(
         }
         other => other.clone(),
     };
-    match target {
+    let sink = match target {
         LogTarget::Syslog => {
             sys::openlog(global.syslog_facility);
-            log::set_boxed_logger(Box::new(Syslog { level })).map_err(|e| e.to_string())?;
-            log::set_max_level(level);
+            Sink::Syslog
         }
         LogTarget::File(path) => {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| format!("{}: cannot open log file: {e}", path.display()))?;
-            builder(level)
-                .target(env_logger::Target::Pipe(Box::new(file)))
-                .try_init()
-                .map_err(|e| e.to_string())?;
+            let file = open(&path)?;
+            let _ = FILE.set((path, Mutex::new(file)));
+            Sink::File
         }
-        LogTarget::Stderr | LogTarget::Auto => {
-            builder(level)
-                .target(env_logger::Target::Stderr)
-                .try_init()
-                .map_err(|e| e.to_string())?;
-        }
-    }
+        LogTarget::Stderr | LogTarget::Auto => Sink::Stderr,
+    };
+    log::set_boxed_logger(Box::new(Logger { sink })).map_err(|e| e.to_string())?;
+    log::set_max_level(level);
     Ok(())
 }
 
-fn builder(level: LevelFilter) -> env_logger::Builder {
-    let mut b = env_logger::Builder::new();
-    // rustls narrates every handshake at debug; its words are wanted only when tracing.
-    let rustls_level =
-        if level >= LevelFilter::Trace { level } else { level.min(LevelFilter::Info) };
-    b.filter_level(level).filter_module("rustls", rustls_level).format(|buf, record| {
-        let ts = buf.timestamp_millis();
-        writeln!(buf, "{ts} imapgate[{}] {}: {}", std::process::id(), record.level(), record.args())
-    });
-    b
+fn open(path: &PathBuf) -> Result<File, String> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("{}: cannot open log file: {e}", path.display()))
 }
 
-struct Syslog {
-    level: LevelFilter,
+/// Reopens the log file under its name (after logrotate moved it). Without a log file
+/// this does nothing. On failure the old file stays in use and the reason is logged: in
+/// thread mode with a chroot, the path usually no longer exists in the process's view.
+pub fn reopen() {
+    let Some((path, file)) = FILE.get() else {
+        return;
+    };
+    match open(path) {
+        Ok(new) => {
+            *file.lock().unwrap_or_else(|p| p.into_inner()) = new;
+            log::info!("log file {} reopened", path.display());
+        }
+        Err(e) => log::error!("{e}; still writing to the file opened before"),
+    }
 }
 
-impl Log for Syslog {
+/// Changes the verbosity (a reload).
+pub fn set_level(level: LevelFilter) {
+    log::set_max_level(level);
+}
+
+enum Sink {
+    Stderr,
+    File,
+    Syslog,
+}
+
+struct Logger {
+    sink: Sink,
+}
+
+impl Log for Logger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        let quiet = metadata.target().starts_with("rustls") && self.level < LevelFilter::Trace;
-        metadata.level() <= self.level && !(quiet && metadata.level() > Level::Info)
+        // rustls narrates every handshake at debug; its words are wanted only when tracing.
+        let quiet =
+            metadata.target().starts_with("rustls") && log::max_level() < LevelFilter::Trace;
+        metadata.level() <= log::max_level() && !(quiet && metadata.level() > Level::Info)
     }
 
     fn log(&self, record: &Record<'_>) {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let priority = match record.level() {
-            Level::Error => libc::LOG_ERR,
-            Level::Warn => libc::LOG_WARNING,
-            Level::Info => libc::LOG_INFO,
-            Level::Debug | Level::Trace => libc::LOG_DEBUG,
-        };
-        sys::syslog(priority, &record.args().to_string());
+        match self.sink {
+            Sink::Syslog => {
+                let priority = match record.level() {
+                    Level::Error => libc::LOG_ERR,
+                    Level::Warn => libc::LOG_WARNING,
+                    Level::Info => libc::LOG_INFO,
+                    Level::Debug | Level::Trace => libc::LOG_DEBUG,
+                };
+                sys::syslog(priority, &record.args().to_string());
+            }
+            Sink::Stderr => {
+                let _ = std::io::stderr().write_all(line(record).as_bytes());
+            }
+            Sink::File => {
+                if let Some((_, file)) = FILE.get() {
+                    let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+                    let _ = f.write_all(line(record).as_bytes());
+                }
+            }
+        }
     }
 
     fn flush(&self) {}
+}
+
+/// One formatted line, written with a single `write` so lines from several threads or
+/// processes sharing the file never interleave.
+fn line(record: &Record<'_>) -> String {
+    format!(
+        "{} imapgate[{}] {}: {}\n",
+        timestamp(SystemTime::now()),
+        std::process::id(),
+        record.level(),
+        record.args()
+    )
+}
+
+/// `2024-05-01T12:34:56.789Z`.
+fn timestamp(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
 }
 
 /// Routes panic messages to the log: the default hook writes to stderr, which in inetd
@@ -99,4 +175,18 @@ pub fn install_panic_hook() {
         let name = thread.name().unwrap_or("main");
         log::error!("internal error in thread {name}: {info}");
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let t = |s: u64, ms: u64| timestamp(UNIX_EPOCH + Duration::from_millis(s * 1000 + ms));
+        assert_eq!(t(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(t(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(t(1_714_566_896, 789), "2024-05-01T12:34:56.789Z");
+    }
 }

@@ -20,13 +20,21 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use crate::imap::command;
+use crate::filter::Filter;
 use crate::imap::framer::{AfterContinuation, Event, Framer, Side};
 use crate::imap::response::{self, Kind};
+use crate::imap::{capability, command};
 use crate::transport::Transport;
 
 /// Size of each direction's buffer while data flows; released when the pipe is empty.
 const BUF_SIZE: usize = 64 * 1024;
+
+/// In message mode, stop reading a peer while this much waits to go the other way.
+const QUEUE_HIGH_WATER: usize = 256 * 1024;
+
+/// Commands that would change the byte stream under the framer (RFC 4978 COMPRESS; a
+/// second TLS layer): refused after login, since the relay could no longer frame it.
+const STREAM_CHANGING: &[&str] = &["COMPRESS", "STARTTLS"];
 
 /// How the relay ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +49,10 @@ pub enum End {
     IdleTimeout,
     /// A socket error on the client side.
     ClientError(String),
+    /// A rule ended the session (a limit); the reason names it.
+    Rule(String),
+    /// The backend said BYE (shutting down) and closed, the client had not logged out.
+    BackendBye,
 }
 
 impl End {
@@ -52,6 +64,8 @@ impl End {
             End::BackendClosed(why) => format!("backend-closed ({why})"),
             End::IdleTimeout => "idle-timeout".into(),
             End::ClientError(why) => format!("client-error ({why})"),
+            End::Rule(why) => why.clone(),
+            End::BackendBye => "backend-bye".into(),
         }
     }
 }
@@ -81,6 +95,11 @@ struct Pipe {
     /// The source may hold data that poll cannot see: TLS plaintext rustls already
     /// decrypted, or more socket data after a read that filled the buffer.
     maybe_more: bool,
+    /// Where the message being framed began in `buf` (fast path head checks).
+    msg_start: usize,
+    /// Fast path: the first line of a command from here on is held back until its head
+    /// (tag and name) is known, so a refused command is never partly forwarded.
+    hold_from: Option<usize>,
 }
 
 impl Pipe {
@@ -94,6 +113,8 @@ impl Pipe {
             eof: false,
             head_seen: false,
             maybe_more: false,
+            msg_start: 0,
+            hold_from: None,
         };
         if !initial.is_empty() {
             pipe.buf = initial;
@@ -105,8 +126,9 @@ impl Pipe {
         pipe
     }
 
+    /// Bytes that may be written now.
     fn pending(&self) -> usize {
-        self.framed - self.start
+        self.hold_from.unwrap_or(self.framed).max(self.start) - self.start
     }
 
     fn has_room(&self) -> bool {
@@ -122,6 +144,8 @@ impl Pipe {
             self.buf.copy_within(self.start..self.end, 0);
             self.framed -= self.start;
             self.end -= self.start;
+            self.msg_start = self.msg_start.saturating_sub(self.start);
+            self.hold_from = self.hold_from.map(|h| h - self.start);
             self.start = 0;
         }
         let room = self.buf.len() - self.end;
@@ -141,8 +165,9 @@ impl Pipe {
     /// Writes as much of the framed bytes as the destination takes.
     fn flush(&mut self, dst: &mut Transport) -> io::Result<usize> {
         let mut total = 0;
-        while self.start < self.framed {
-            match dst.write(&self.buf[self.start..self.framed]) {
+        let limit = self.hold_from.unwrap_or(self.framed);
+        while self.start < limit {
+            match dst.write(&self.buf[self.start..limit]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.start += n;
@@ -164,6 +189,37 @@ impl Pipe {
         }
     }
 
+    /// Message mode: everything framed was handed to the filter.
+    fn consumed(&mut self) {
+        self.start = self.framed;
+        if self.start == self.end {
+            self.start = 0;
+            self.framed = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Replaces `msg_start..framed` with `new` (a rewritten first line).
+    fn replace_current(&mut self, new: &[u8]) {
+        let tail = self.buf[self.framed..self.end].to_vec();
+        self.buf.truncate(self.msg_start);
+        self.buf.extend_from_slice(new);
+        self.framed = self.buf.len();
+        self.buf.extend_from_slice(&tail);
+        self.end = self.buf.len();
+        if self.buf.len() < BUF_SIZE {
+            self.buf.resize(BUF_SIZE, 0);
+        }
+    }
+
+    /// Cuts `msg_start..framed` out of the buffer: a refused message is never forwarded.
+    fn cut_current_message(&mut self) {
+        let (from, to) = (self.msg_start, self.framed);
+        self.buf.copy_within(to..self.end, from);
+        self.end -= to - from;
+        self.framed = from;
+    }
+
     /// Gives the memory back while the pipe is empty, so idle sessions stay small.
     fn release_if_empty(&mut self) {
         if self.end == 0 && !self.buf.is_empty() {
@@ -180,8 +236,17 @@ pub struct Relay {
     s2c: Pipe,
     idle_timeout: Duration,
     counters: Counters,
-    /// The client sent LOGOUT or the server said BYE: a close is the expected end.
+    /// The client sent LOGOUT: a close is the expected end.
     closing: bool,
+    /// The server said BYE: it closes next, and the client was told why.
+    server_bye: bool,
+    /// Message mode, when the session has rules.
+    filter: Option<Filter>,
+    /// imapgate's own answers in the fast path, sent at the next server message boundary.
+    inject: Vec<u8>,
+    /// The capabilities the client was shown after login: every capability list the
+    /// backend sends is replaced by it, and commands needing others are refused.
+    shown: Vec<String>,
 }
 
 impl Relay {
@@ -192,6 +257,8 @@ impl Relay {
         from_client: Vec<u8>,
         from_backend: Vec<u8>,
         idle_timeout: Duration,
+        filter: Option<Filter>,
+        shown: Vec<String>,
     ) -> io::Result<Relay> {
         client.set_nonblocking(true)?;
         backend.set_nonblocking(true)?;
@@ -203,6 +270,10 @@ impl Relay {
             idle_timeout,
             counters: Counters::default(),
             closing: false,
+            server_bye: false,
+            filter,
+            inject: Vec::new(),
+            shown,
         })
     }
 
@@ -225,12 +296,11 @@ impl Relay {
         let mut last_activity = Instant::now();
         loop {
             self.frame();
-            match self.s2c.flush(&mut self.client) {
-                Ok(n) => self.counters.to_client += n as u64,
-                Err(e) => return End::ClientError(e.to_string()),
+            if let Some(filter) = self.filter.as_mut() {
+                filter.on_time(Instant::now());
             }
-            if let Err(e) = self.c2s.flush(&mut self.backend) {
-                return End::BackendClosed(format!("write failed: {e}"));
+            if let Err(end) = self.write_out() {
+                return end;
             }
             if let Some(end) = self.finished() {
                 return end;
@@ -243,14 +313,14 @@ impl Relay {
                 Err(e) => return End::ClientError(format!("poll: {e}")),
             };
             last_activity = Instant::now();
-            if (readable(client_ev) || self.c2s.maybe_more) && self.c2s.has_room() {
+            if (readable(client_ev) || self.c2s.maybe_more) && self.client_room() {
                 match self.c2s.fill(&mut self.client) {
                     Ok(n) => self.counters.from_client += n as u64,
                     Err(e) if retry(&e) => {}
                     Err(e) => return End::ClientError(e.to_string()),
                 }
             }
-            if (readable(backend_ev) || self.s2c.maybe_more) && self.s2c.has_room() {
+            if (readable(backend_ev) || self.s2c.maybe_more) && self.backend_room() {
                 match self.s2c.fill(&mut self.backend) {
                     Ok(_) => {}
                     Err(e) if retry(&e) => {}
@@ -260,51 +330,153 @@ impl Relay {
         }
     }
 
+    /// Writes what is ready in both directions, without blocking.
+    fn write_out(&mut self) -> Result<(), End> {
+        let Some(filter) = self.filter.as_mut() else {
+            match self.s2c.flush(&mut self.client) {
+                Ok(n) => self.counters.to_client += n as u64,
+                Err(e) => return Err(End::ClientError(e.to_string())),
+            }
+            self.write_injected()?;
+            return self
+                .c2s
+                .flush(&mut self.backend)
+                .map(drop)
+                .map_err(|e| End::BackendClosed(format!("write failed: {e}")));
+        };
+        self.c2s.consumed();
+        self.s2c.consumed();
+        while !filter.client_pending().is_empty() {
+            match self.client.write(filter.client_pending()) {
+                Ok(0) => return Err(End::ClientError("write returned 0".into())),
+                Ok(n) => {
+                    filter.client_wrote(n);
+                    self.counters.to_client += n as u64;
+                }
+                Err(e) if retry(&e) => break,
+                Err(e) => return Err(End::ClientError(e.to_string())),
+            }
+        }
+        while let Some(bytes) = filter.backend_front() {
+            match self.backend.write(bytes) {
+                Ok(0) => return Err(End::BackendClosed("write returned 0".into())),
+                Ok(n) => filter.backend_wrote(n),
+                Err(e) if retry(&e) => break,
+                Err(e) => return Err(End::BackendClosed(format!("write failed: {e}"))),
+            }
+        }
+        for side in [&mut self.client, &mut self.backend] {
+            match side.flush_tls() {
+                Err(e) if !retry(&e) => return Err(End::ClientError(e.to_string())),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Fast path: imapgate's own answers go out once the server stream is between messages.
+    fn write_injected(&mut self) -> Result<(), End> {
+        if self.inject.is_empty() || self.s2c.pending() > 0 || !self.s2c.framer.at_message_start() {
+            return Ok(());
+        }
+        match self.client.write(&self.inject) {
+            Ok(n) => {
+                self.inject.drain(..n);
+                self.counters.to_client += n as u64;
+                Ok(())
+            }
+            Err(e) if retry(&e) => Ok(()),
+            Err(e) => Err(End::ClientError(e.to_string())),
+        }
+    }
+
+    fn client_pending(&self) -> bool {
+        match &self.filter {
+            Some(f) => !f.client_pending().is_empty(),
+            None => self.s2c.pending() > 0 || !self.inject.is_empty(),
+        }
+    }
+
+    fn backend_pending(&mut self) -> bool {
+        match self.filter.as_mut() {
+            Some(f) => f.backend_front().is_some(),
+            None => self.c2s.pending() > 0,
+        }
+    }
+
+    /// Room to read from the client: buffer space, and in message mode a short queue.
+    fn client_room(&self) -> bool {
+        self.c2s.has_room()
+            && self.filter.as_ref().is_none_or(|f| f.backend_queued() < QUEUE_HIGH_WATER)
+    }
+
+    fn backend_room(&self) -> bool {
+        self.s2c.has_room()
+            && self.filter.as_ref().is_none_or(|f| f.client_queued() < QUEUE_HIGH_WATER)
+    }
+
     /// Decides whether the session is over, once everything framed was written.
     fn finished(&self) -> Option<End> {
-        if self.s2c.eof && self.s2c.pending() == 0 {
-            if self.closing {
+        if let Some(f) = &self.filter {
+            if let Some(reason) = &f.ending {
+                return f.client_pending().is_empty().then(|| End::Rule(reason.clone()));
+            }
+        }
+        let closing = self.closing || self.filter.as_ref().is_some_and(|f| f.closing);
+        if self.s2c.eof && self.s2c.pending() == 0 && !self.client_pending() {
+            if closing {
                 return Some(End::Logout);
+            }
+            if self.server_bye || self.filter.as_ref().is_some_and(|f| f.server_bye) {
+                return Some(End::BackendBye);
             }
             return Some(End::BackendClosed("closed the connection".into()));
         }
         if self.c2s.eof && self.c2s.pending() == 0 {
-            return Some(if self.closing { End::Logout } else { End::ClientClosed });
+            return Some(if closing { End::Logout } else { End::ClientClosed });
         }
         None
     }
 
     /// Polls both sockets; `Ok(None)` when the idle timeout passed with no event.
-    fn wait(&self, last_activity: Instant) -> io::Result<Option<(PollFlags, PollFlags)>> {
+    fn wait(&mut self, last_activity: Instant) -> io::Result<Option<(PollFlags, PollFlags)>> {
         let mut client_want = PollFlags::empty();
         let mut backend_want = PollFlags::empty();
-        if self.c2s.has_room() {
+        if self.client_room() {
             client_want |= PollFlags::POLLIN;
         }
-        if self.s2c.pending() > 0 || self.client.wants_write() {
+        if self.client_pending() || self.client.wants_write() {
             client_want |= PollFlags::POLLOUT;
         }
-        if self.s2c.has_room() {
+        if self.backend_room() {
             backend_want |= PollFlags::POLLIN;
         }
-        if self.c2s.pending() > 0 || self.backend.wants_write() {
+        if self.backend_pending() || self.backend.wants_write() {
             backend_want |= PollFlags::POLLOUT;
         }
         // Data poll cannot see is read at once, without waiting.
-        let ready_now = (self.c2s.maybe_more && self.c2s.has_room())
-            || (self.s2c.maybe_more && self.s2c.has_room());
+        let ready_now = (self.c2s.maybe_more && self.client_room())
+            || (self.s2c.maybe_more && self.backend_room());
+        let rule_deadline = self.filter.as_ref().and_then(|f| f.engine.deadline());
         loop {
             let left = self.idle_timeout.saturating_sub(last_activity.elapsed());
             if left.is_zero() {
                 return Ok(None);
             }
+            let left = match rule_deadline {
+                Some(d) => left
+                    .min(d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))),
+                None => left,
+            };
             let ms = if ready_now { 0 } else { left.as_millis().min(i32::MAX as u128) as i32 };
             let mut fds = [
                 PollFd::new(self.client.socket().as_fd(), client_want),
                 PollFd::new(self.backend.socket().as_fd(), backend_want),
             ];
             match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
-                Ok(0) if ready_now => return Ok(Some((PollFlags::empty(), PollFlags::empty()))),
+                Ok(0) if ready_now || rule_deadline.is_some() => {
+                    return Ok(Some((PollFlags::empty(), PollFlags::empty())))
+                }
                 Ok(0) => continue,
                 Ok(_) => {
                     let ev = |fd: &PollFd| fd.revents().unwrap_or(PollFlags::empty());
@@ -329,38 +501,99 @@ impl Relay {
     }
 
     fn frame_client(&mut self) -> bool {
-        let pipe = &mut self.c2s;
-        let before = pipe.framed;
-        while pipe.framed < pipe.end {
+        let before = self.c2s.framed;
+        if let Some(filter) = self.filter.as_mut() {
+            let now = Instant::now();
+            let pipe = &mut self.c2s;
+            while pipe.framed < pipe.end {
+                let was_first = pipe.framer.in_first_line();
+                let step = pipe.framer.advance(&pipe.buf[pipe.framed..pipe.end]);
+                let chunk = &pipe.buf[pipe.framed..pipe.framed + step.consumed];
+                filter.client_step(chunk, step.event, &mut pipe.framer, was_first, now);
+                pipe.framed += step.consumed;
+                if step.consumed == 0 && step.event.is_none() {
+                    break;
+                }
+            }
+            return self.c2s.framed != before;
+        }
+        while self.c2s.framed < self.c2s.end {
+            let pipe = &mut self.c2s;
+            if pipe.framer.at_message_start() {
+                pipe.msg_start = pipe.framed;
+                pipe.hold_from = Some(pipe.framed);
+            }
             let was_first = pipe.framer.in_first_line();
             let step = pipe.framer.advance(&pipe.buf[pipe.framed..pipe.end]);
             pipe.framed += step.consumed;
-            if step.event == Some(Event::LineEnd(None)) && was_first {
-                if let Some((_, name)) = command::tag_and_name(pipe.framer.head()) {
-                    match name.as_str() {
-                        "IDLE" => pipe.framer.wait_for_continuation(AfterContinuation::Command),
-                        "AUTHENTICATE" => {
-                            pipe.framer.wait_for_continuation(AfterContinuation::Wait)
-                        }
-                        "LOGOUT" => self.closing = true,
-                        _ => {}
-                    }
+            if was_first && matches!(step.event, Some(Event::LineEnd(_) | Event::LongLine)) {
+                pipe.hold_from = None;
+                if step.event == Some(Event::LineEnd(None)) {
+                    self.on_command_head();
                 }
             }
             if step.consumed == 0 && step.event.is_none() {
                 break; // waiting for the server's decision
             }
         }
-        pipe.framed != before
+        self.c2s.framed != before
+    }
+
+    /// Fast path: looks at each one-line command as its line completes.
+    fn on_command_head(&mut self) {
+        let pipe = &mut self.c2s;
+        let Some((tag, name)) = command::tag_and_name(pipe.framer.head()) else { return };
+        let refusal = if STREAM_CHANGING.contains(&name.as_str()) {
+            Some(format!("NO [CANNOT] {name} is not available through this proxy."))
+        } else {
+            capability::refusal(pipe.framer.head(), &self.shown)
+        };
+        if let Some(text) = refusal {
+            let tag = String::from_utf8_lossy(tag).into_owned();
+            pipe.cut_current_message();
+            self.inject.extend_from_slice(format!("{tag} {text}\r\n").as_bytes());
+            return;
+        }
+        match name.as_str() {
+            "IDLE" => pipe.framer.wait_for_continuation(AfterContinuation::Command),
+            "AUTHENTICATE" => pipe.framer.wait_for_continuation(AfterContinuation::Wait),
+            "LOGOUT" => self.closing = true,
+            _ => {}
+        }
     }
 
     fn frame_server(&mut self) -> bool {
         let before = self.s2c.framed;
+        if let Some(filter) = self.filter.as_mut() {
+            let now = Instant::now();
+            let pipe = &mut self.s2c;
+            while pipe.framed < pipe.end {
+                let step = pipe.framer.advance(&pipe.buf[pipe.framed..pipe.end]);
+                let chunk = &pipe.buf[pipe.framed..pipe.framed + step.consumed];
+                filter.server_step(chunk, step.event, &mut self.c2s.framer, now);
+                pipe.framed += step.consumed;
+            }
+            return self.s2c.framed != before;
+        }
         while self.s2c.framed < self.s2c.end {
             let pipe = &mut self.s2c;
+            if pipe.framer.at_message_start() {
+                pipe.msg_start = pipe.framed;
+                pipe.hold_from = Some(pipe.framed);
+            }
             let was_first = pipe.framer.in_first_line();
             let step = pipe.framer.advance(&pipe.buf[pipe.framed..pipe.end]);
             pipe.framed += step.consumed;
+            if was_first && pipe.hold_from.is_some() {
+                let line_done = matches!(step.event, Some(Event::LineEnd(_)));
+                if line_done {
+                    rewrite_capabilities(pipe, &self.shown);
+                }
+                // A first line longer than any capability list is not one: let it go.
+                if line_done || pipe.framed - pipe.msg_start > CAPABILITY_LINE_MAX {
+                    pipe.hold_from = None;
+                }
+            }
             let head_ready = matches!(step.event, Some(Event::LineEnd(_) | Event::LongLine));
             if was_first && head_ready && !pipe.head_seen {
                 pipe.head_seen = true;
@@ -368,6 +601,9 @@ impl Relay {
             }
             if self.s2c.framer.at_message_start() {
                 self.s2c.head_seen = false;
+                if !self.inject.is_empty() {
+                    break; // let imapgate's answer out at this boundary first
+                }
             }
         }
         self.s2c.framed != before
@@ -387,7 +623,7 @@ impl Relay {
             }
             Kind::Untagged => {
                 if response::status(head).is_some_and(|s| s.status == "BYE") {
-                    self.closing = true;
+                    self.server_bye = true;
                 }
             }
         }
@@ -404,6 +640,21 @@ impl Relay {
         if self.client.write_all(bye.as_bytes()).and_then(|()| self.client.flush()).is_ok() {
             self.counters.to_client += bye.len() as u64;
         }
+    }
+}
+
+/// Longest response line the fast path holds back to look for a capability list.
+const CAPABILITY_LINE_MAX: usize = 8 * 1024;
+
+/// Fast path: a response line carrying a capability list (`* CAPABILITY`, or a
+/// `[CAPABILITY ...]` code) gets the list the client was shown instead.
+fn rewrite_capabilities(pipe: &mut Pipe, shown: &[String]) {
+    let line = &pipe.buf[pipe.msg_start..pipe.framed];
+    if shown.is_empty() || response::capabilities(line).is_none() {
+        return;
+    }
+    if let Some(new) = response::replace_capabilities(line, shown) {
+        pipe.replace_current(&new);
     }
 }
 

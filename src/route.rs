@@ -8,7 +8,8 @@ use crate::config::{template, Config, Map, MapKind};
 /// Where a login goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    /// Index into [`Config::backends`].
+    /// The map target: a backend, or a pool (see [`Config::pools`] and
+    /// [`Config::candidates`]).
     pub backend: usize,
     /// Login to present to the backend (rewritten by a regex route, else unchanged).
     pub user: String,
@@ -53,7 +54,7 @@ pub fn lookup(config: &Config, map: &Map, login: &str) -> Result<Route, RouteErr
             match hit {
                 Some((r, caps)) => {
                     let name = template::expand(&r.backend, &caps);
-                    let Some(i) = config.backend_index(&name) else {
+                    let Some(i) = config.target_index(&name) else {
                         return Err(RouteError::UnknownBackend(name));
                     };
                     let user = r.user.as_ref().map(|u| template::expand(u, &caps));
@@ -64,7 +65,7 @@ pub fn lookup(config: &Config, map: &Map, login: &str) -> Result<Route, RouteErr
         }
     };
     // A map from another Config could hold indexes that do not exist here.
-    if backend >= config.backends.len() {
+    if backend >= config.backends.len() + config.pools.len() {
         return Err(RouteError::UnknownBackend(format!("#{backend}")));
     }
     // A user template whose groups matched nothing leaves no name to log in with.

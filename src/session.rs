@@ -10,10 +10,11 @@ use std::time::Instant;
 
 use crate::backend::{self, LoginError};
 use crate::config::{Config, TlsMode};
-use crate::imap::capability;
+use crate::filter::Filter;
 use crate::imap::preauth::{Action, Limits, Login, PreAuth, Security};
 use crate::relay::{Counters, End, Relay};
 use crate::route::{self, RouteError};
+use crate::rules::{self, Engine, Response};
 use crate::tls;
 use crate::transport::Transport;
 use crate::Runtime;
@@ -49,23 +50,34 @@ pub fn serve(runtime: Arc<Runtime>, origin: Origin, client: TcpStream) {
     );
     let _ = client.set_nodelay(true);
     let mut session = Session {
+        runtime: &runtime,
         config,
         tls: &runtime.tls,
         origin: &origin,
         user: None,
         client_tls: None,
+        filter: None,
+        shown: Vec::new(),
         counters: Counters::default(),
     };
     let reason = session.run(Transport::plain(client));
     let user = session.user.as_deref().map_or("-".to_string(), printable);
+    // Reasons are one word for greps; "word (details)" puts the details in their own field.
+    let (reason, detail) = match reason.split_once(" (") {
+        Some((word, rest)) => {
+            (word.to_string(), format!(" detail={}", printable(rest.trim_end_matches(')'))))
+        }
+        None => (reason, String::new()),
+    };
     log::info!(
-        "SESSION-END id={} user={} duration={:.3}s from_client={} to_client={} reason={}",
+        "SESSION-END id={} user={} duration={:.3}s from_client={} to_client={} reason={}{}",
         origin.id,
         user,
         started.elapsed().as_secs_f64(),
         session.counters.from_client,
         session.counters.to_client,
-        reason
+        reason,
+        detail
     );
 }
 
@@ -80,12 +92,17 @@ pub fn printable(user: &str) -> String {
 }
 
 struct Session<'a> {
+    runtime: &'a Runtime,
     config: &'a Config,
     tls: &'a tls::Contexts,
     origin: &'a Origin,
     user: Option<String>,
     /// `tls=VERSION/SUITE` and the client certificate subject, for the LOGIN line.
     client_tls: Option<String>,
+    /// Message mode for the relay, when the listener's rules apply to this session.
+    filter: Option<Filter>,
+    /// The capabilities the client was shown after login.
+    shown: Vec<String>,
     counters: Counters,
 }
 
@@ -116,6 +133,8 @@ impl Session<'_> {
             },
             security,
         );
+        let reachable = &self.runtime.reachable[self.origin.listener];
+        preauth.set_backend_capabilities(self.runtime.backends.before_login(reachable));
         if self.send(&mut client, &preauth.greeting(&global.greeting)).is_err() {
             return "client-error (greeting)".into();
         }
@@ -237,17 +256,20 @@ impl Session<'_> {
         let user = printable(&login.user);
         let listener = &self.config.listeners[self.origin.listener];
         let map = &self.config.maps[listener.map];
-        let (answer, reason, counts) = match route::lookup(self.config, map, &login.user) {
-            Err(RouteError::NoMatch) => (auth_failed(), "no-route".to_string(), true),
+        let mut backend_name = "-".to_string();
+        let (answer, reason, detail, counts) = match route::lookup(self.config, map, &login.user) {
+            Err(RouteError::NoMatch) => (auth_failed(), "no-route", None, true),
             Err(e @ RouteError::UnknownBackend(_)) => {
                 log::error!("map {}: {e}", map.name);
-                (unavailable(), format!("route-error ({e})"), false)
+                (unavailable(), "route-error", Some(e.to_string()), false)
             }
             Ok(route) => {
-                let backend = &self.config.backends[route.backend];
-                let backend_tls = self.tls.backends[route.backend].as_ref();
-                match backend::login(backend, backend_tls, &route.user, &login.password) {
-                    Ok(session) => {
+                let turn = self.runtime.backends.next_turn();
+                let candidates = self.config.candidates(route.backend, &route.user, turn);
+                backend_name = self.config.target_name(route.backend);
+                match self.try_backends(&candidates, &route.user, &login.password, preauth) {
+                    Ok((index, session)) => {
+                        let backend = &self.config.backends[index];
                         log::info!(
                             "LOGIN id={id} user={user} backend={} result=ok{}{}",
                             backend.name,
@@ -257,35 +279,72 @@ impl Session<'_> {
                                 .as_deref()
                                 .map_or(String::new(), |t| format!(" backend_tls={t}")),
                         );
+                        let reachable = &self.runtime.reachable[self.origin.listener];
+                        let caps = self.runtime.backends.after_login(
+                            reachable,
+                            index,
+                            &session.capabilities,
+                        );
+                        let mut ok = format!(
+                            "{} OK [CAPABILITY {}] {}\r\n",
+                            login.tag,
+                            caps.join(" "),
+                            session.ok_text
+                        )
+                        .into_bytes();
+                        self.shown = caps.clone();
+                        self.filter =
+                            self.start_rules(&login.user, caps, &backend.name, preauth, client);
+                        if let Some(filter) = self.filter.as_mut() {
+                            // Rules see the LOGIN answer too: its [CAPABILITY] code is a list.
+                            let mut resp =
+                                Response { raw: ok, complete: true, literal_sizes: vec![] };
+                            filter.engine.response(&mut resp);
+                            ok = resp.raw;
+                        }
                         self.user = Some(login.user);
-                        let caps = capability::after_login(&session.capabilities).join(" ");
-                        let ok =
-                            format!("{} OK [CAPABILITY {caps}] {}\r\n", login.tag, session.ok_text);
-                        return match self.send(client, ok.as_bytes()) {
+                        return match self.send(client, &ok) {
                             Ok(()) => Ok(session),
                             Err(e) => Err(Some(client_error(e))),
                         };
                     }
                     Err(LoginError::Rejected(text)) => {
-                        (format!("{text}\r\n"), "rejected".into(), true)
+                        (format!("{text}\r\n"), "rejected", None, true)
                     }
                     Err(LoginError::Unavailable(why)) => {
-                        log::warn!("backend {} unavailable for id={id}: {why}", backend.name);
-                        (unavailable(), format!("backend-unavailable ({why})"), false)
+                        log::warn!("no backend available for id={id}: {why}");
+                        (unavailable(), "backend-unavailable", Some(why), false)
                     }
                 }
             }
         };
         let tls = self.client_tls.as_deref().map_or(String::new(), |t| format!(" {t}"));
-        log::info!("LOGIN id={id} user={user} backend=- result=failed reason={reason}{tls}");
+        // client= comes last, after anything the client chose, for fail2ban's <HOST>.
+        let ip = crate::limits::parse_ip(&self.origin.client).map_or("-".into(), |a| a.to_string());
+        log::info!(
+            "LOGIN id={id} user={user} backend={backend_name} result=failed reason={reason}{}{tls} client={ip}",
+            detail.map_or(String::new(), |d| format!(" detail={}", printable(&d)))
+        );
+        let mut blocked = false;
         if counts {
             // The same delay for unknown users and wrong passwords: timing tells nothing.
-            let delay = self.config.global.login_failure_delay;
-            std::thread::sleep(delay.saturating_sub(attempt.elapsed()));
+            // It grows with the failures from this address (limits.rs), up to a block.
+            let global = &self.config.global;
+            let failure = crate::limits::login_failed(
+                &self.origin.client,
+                &global.daemon,
+                global.login_failure_delay,
+            );
+            blocked = failure.blocked;
+            std::thread::sleep(failure.delay.saturating_sub(attempt.elapsed()));
         }
         let answer = format!("{} {answer}", login.tag);
         if let Err(e) = self.send(client, answer.as_bytes()) {
             return Err(Some(client_error(e)));
+        }
+        if blocked {
+            let _ = self.send(client, crate::limits::Refusal::Blocked.bye());
+            return Err(Some("login-blocked".into()));
         }
         let mut more = Vec::new();
         if counts && preauth.login_failed(&mut more) {
@@ -299,6 +358,86 @@ impl Session<'_> {
         Err(None)
     }
 
+    /// Tries the candidate backends in order, skipping those marked down (unless all
+    /// are). A backend that cannot be reached or greets badly is marked down and the next
+    /// is tried; a refused login is final: the same password will not do elsewhere.
+    fn try_backends(
+        &self,
+        candidates: &[usize],
+        user: &str,
+        password: &crate::imap::sasl::Secret,
+        preauth: &PreAuth,
+    ) -> Result<(usize, backend::Session), LoginError> {
+        let states = &self.runtime.backends;
+        let up: Vec<usize> = candidates.iter().copied().filter(|&i| states.is_up(i)).collect();
+        let order = if up.is_empty() { candidates.to_vec() } else { up };
+        let info = backend::ClientInfo {
+            id: preauth.client_id(),
+            addr: self.origin.client.parse().ok(),
+            session: self.origin.id,
+        };
+        let mut last = LoginError::Unavailable("no backend to try".into());
+        for i in order {
+            let backend = &self.config.backends[i];
+            match backend::login(backend, self.tls.backends[i].as_ref(), &info, user, password) {
+                Ok(session) => {
+                    states.mark_up(i);
+                    states.learn(
+                        i,
+                        Some(session.pre_login.clone()),
+                        Some(session.capabilities.clone()),
+                    );
+                    return Ok((i, session));
+                }
+                Err(LoginError::Unavailable(why)) => {
+                    states.mark_down(i, backend.login.down_time, &why);
+                    last = LoginError::Unavailable(format!("{}: {why}", backend.name));
+                }
+                Err(rejected) => {
+                    states.mark_up(i);
+                    return Err(rejected);
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// The listener's rules for this session, in message mode, when any may apply.
+    fn start_rules(
+        &self,
+        user: &str,
+        capabilities: Vec<String>,
+        backend: &str,
+        preauth: &PreAuth,
+        client: &Transport,
+    ) -> Option<Filter> {
+        let listener = &self.config.listeners[self.origin.listener];
+        let defs: Vec<_> =
+            listener.rules.iter().map(|&i| Arc::clone(&self.config.rules[i])).collect();
+        if defs.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let cx = rules::Context {
+            session: self.origin.id,
+            client_ip: self.origin.client.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()),
+            listener: listener.name.clone(),
+            tls: client.is_tls(),
+            client_cert: client.tls_state().and_then(tls::peer_subject),
+            user: user.to_string(),
+            backend: backend.to_string(),
+            client_id: preauth.client_id().map(<[_]>::to_vec),
+            capabilities,
+            started: Some(now),
+            last_activity: Some(now),
+            ..rules::Context::default()
+        };
+        let engine = Engine::new(&defs, cx);
+        // A session whose rules cannot apply now and cannot wake up later (no ID test)
+        // keeps the fast path.
+        (engine.is_active() || engine.may_become_active()).then(|| Filter::new(engine))
+    }
+
     fn relay(
         &mut self,
         client: Transport,
@@ -307,7 +446,17 @@ impl Session<'_> {
     ) -> String {
         let idle = self.config.global.idle_timeout;
         let from_client_before = self.counters;
-        let relay = match Relay::new(client, backend.stream, pipelined, backend.leftover, idle) {
+        let filter = self.filter.take();
+        let shown = std::mem::take(&mut self.shown);
+        let relay = match Relay::new(
+            client,
+            backend.stream,
+            pipelined,
+            backend.leftover,
+            idle,
+            filter,
+            shown,
+        ) {
             Ok(relay) => relay,
             Err(e) => return client_error(e),
         };

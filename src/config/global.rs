@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+use super::daemon::{self, Daemon};
 use super::error::Diag;
 use super::ini::Section;
 use super::value::{parse_duration, parse_size, positive_duration};
@@ -50,6 +51,10 @@ pub struct Global {
     pub login_failure_delay: Duration,
     /// `greeting`: text after `* OK [CAPABILITY ...] `.
     pub greeting: String,
+    /// Privileges, process model, limits and shutdown (`config/daemon.rs`).
+    pub daemon: Daemon,
+    /// How often backends are probed for state and capabilities (0: only at start-up).
+    pub discovery_interval: Duration,
 }
 
 impl Default for Global {
@@ -67,6 +72,8 @@ impl Default for Global {
             max_login_failures: 3,
             login_failure_delay: Duration::from_secs(2),
             greeting: "imapgate ready.".to_string(),
+            daemon: Daemon::default(),
+            discovery_interval: Duration::from_secs(300),
         }
     }
 }
@@ -84,11 +91,12 @@ const KEYS: &[&str] = &[
     "max_login_failures",
     "login_failure_delay",
     "greeting",
+    "discovery_interval",
 ];
 
 /// Types the `[global]` section; problems go to `diag`, bad keys keep their default.
 pub(crate) fn parse(sec: &Section, diag: &mut Diag) -> Global {
-    check_keys(sec, "[global]", KEYS, &[], diag);
+    check_keys(sec, "[global]", &[KEYS, daemon::GLOBAL_KEYS].concat(), &[], diag);
     let d = Global::default();
     let log = value_of(sec, "log", diag, parse_log);
     let log_level = value_of(sec, "log_level", diag, parse_level);
@@ -123,6 +131,9 @@ pub(crate) fn parse(sec: &Section, diag: &mut Diag) -> Global {
         max_login_failures: max_login_failures.unwrap_or(d.max_login_failures),
         login_failure_delay: login_failure_delay.unwrap_or(d.login_failure_delay),
         greeting: greeting.unwrap_or(d.greeting),
+        daemon: daemon::parse_global(sec, diag),
+        discovery_interval: value_of(sec, "discovery_interval", diag, parse_duration)
+            .unwrap_or(d.discovery_interval),
     }
 }
 

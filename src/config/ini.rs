@@ -133,9 +133,10 @@ fn classify(raw: &str) -> Result<Line, Bad> {
     if key.is_empty() {
         return Err(Bad::Line("syntax error: missing key before \"=\"".into()));
     }
-    if !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    // "." appears in ID conditions of rules: id.name, not_id.vendor.
+    if !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') {
         return Err(Bad::Line(format!(
-            "syntax error: invalid key {key:?} (letters, digits, _ and - only)"
+            "syntax error: invalid key {key:?} (letters, digits, _, - and . only)"
         )));
     }
     let value = strip_comment(value).trim();

@@ -11,10 +11,13 @@
 //! with the line of its key as a [`FileRef`], so that the module that loads them can
 //! report problems as `PATH:LINE: ...` at that key.
 
+mod daemon;
 mod error;
 mod global;
 mod ini;
 mod map;
+mod pool;
+mod rule;
 pub(crate) mod template;
 mod tls;
 mod value;
@@ -22,16 +25,20 @@ mod value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+pub use daemon::{canonical, mask, Access, AtLine, Cidr, Daemon, Mode};
 pub use error::{ConfigError, ConfigErrors};
 pub use global::{Global, LogTarget};
 pub use map::{Map, MapKind, RegexRoute};
+pub use pool::{stable_hash, BackendLogin, Balance, LoginMethod, Pool};
 pub use tls::{ClientCertMode, FileRef, ListenerTls, SniCert, TlsMode, TlsVersion};
 
 use error::Diag;
 use ini::{Entry, Section};
 use value::{is_name, parse_host, parse_listen, parse_port, positive_duration};
+pub(crate) use value::{parse_duration, parse_size};
 
 /// The whole configuration. Backends, maps and listeners keep the file's order.
 #[derive(Debug, Clone)]
@@ -46,6 +53,11 @@ pub struct Config {
     pub maps: Vec<Map>,
     /// `[listener NAME]` sections; at least one.
     pub listeners: Vec<Listener>,
+    /// `[rule NAME]` sections, in file order.
+    pub rules: Vec<Arc<crate::rules::RuleDef>>,
+    /// `[pool NAME]` sections. Maps name backends or pools: a map target `t` is backend
+    /// `t` when `t < backends.len()`, else pool `t - backends.len()`.
+    pub pools: Vec<Pool>,
 }
 
 /// One `[backend NAME]` section: an IMAP server.
@@ -72,6 +84,11 @@ pub struct Backend {
     pub tls_insecure_skip_verify: bool,
     /// `tls_min_version`, default 1.2.
     pub tls_min_version: TlsVersion,
+    /// `send_proxy_protocol`, default false: start the connection with a PROXY v2 header
+    /// carrying the client's address (see `proxy_protocol::encode_v2`).
+    pub send_proxy_protocol: bool,
+    /// How imapgate logs in there, and how a failure is treated.
+    pub login: BackendLogin,
 }
 
 /// One `[listener NAME]` section.
@@ -83,8 +100,12 @@ pub struct Listener {
     pub listen: Vec<SocketAddr>,
     /// Index into [`Config::maps`].
     pub map: usize,
+    /// `rules = NAME, ...`: indexes into [`Config::rules`], in evaluation order.
+    pub rules: Vec<usize>,
     /// TLS toward the clients; `None` for `tls = none` (the default).
     pub tls: Option<ListenerTls>,
+    /// `allow`, `deny`, `proxy_protocol`, `proxy_trusted` (`config/daemon.rs`).
+    pub access: Access,
 }
 
 impl Config {
@@ -120,6 +141,37 @@ impl Config {
         self.backends.iter().position(|b| b.name == name)
     }
 
+    /// The map target (backend or pool, see [`Config::pools`]) called `name`.
+    pub fn target_index(&self, name: &str) -> Option<usize> {
+        self.backend_index(name).or_else(|| {
+            self.pools.iter().position(|p| p.name == name).map(|i| self.backends.len() + i)
+        })
+    }
+
+    /// The name of a map target (a backend or a pool).
+    pub fn target_name(&self, target: usize) -> String {
+        match target.checked_sub(self.backends.len()) {
+            None => self.backends[target].name.clone(),
+            Some(p) => self.pools.get(p).map_or_else(|| "-".into(), |p| p.name.clone()),
+        }
+    }
+
+    /// The backends to try for `user` on map target `target`, in order. `turn` counts
+    /// logins, for round-robin pools.
+    pub fn candidates(&self, target: usize, user: &str, turn: usize) -> Vec<usize> {
+        let Some(pool) = target.checked_sub(self.backends.len()).and_then(|i| self.pools.get(i))
+        else {
+            return vec![target];
+        };
+        let n = pool.members.len();
+        let start = match pool.balance {
+            Balance::Failover => 0,
+            Balance::Hash => (stable_hash(user) % n as u64) as usize,
+            Balance::RoundRobin => turn % n,
+        };
+        (0..n).map(|i| pool.members[(start + i) % n]).collect()
+    }
+
     /// Index of the map called `name` in [`Config::maps`].
     pub fn map_index(&self, name: &str) -> Option<usize> {
         self.maps.iter().position(|m| m.name == name)
@@ -133,6 +185,8 @@ struct Sorted<'a> {
     backends: Vec<(&'a str, &'a Section)>,
     maps: Vec<(&'a str, &'a Section)>,
     listeners: Vec<(&'a str, &'a Section)>,
+    rules: Vec<(&'a str, &'a Section)>,
+    pools: Vec<(&'a str, &'a Section)>,
 }
 
 fn build(sections: &[Section], last_line: usize, path: &Path, diag: &mut Diag) -> Option<Config> {
@@ -142,15 +196,35 @@ fn build(sections: &[Section], last_line: usize, path: &Path, diag: &mut Diag) -
     let global = sorted.global.map(|s| global::parse(s, diag)).unwrap_or_default();
     let backend_idx = name_index(&sorted.backends);
     let map_idx = name_index(&sorted.maps);
+    let rule_idx = name_index(&sorted.rules);
+    let rules: Vec<_> = sorted.rules.iter().map(|(n, s)| rule::parse(n, s, diag)).collect();
+    for (def, (_, sec)) in rules.iter().zip(&sorted.rules) {
+        let unknown = def
+            .iter()
+            .flat_map(|d| d.conditions.backend_names())
+            .find(|b| !backend_idx.contains_key(*b));
+        if let Some(b) = unknown {
+            diag.err(sec.line, format!("backend condition names undefined backend {b:?}"));
+        }
+    }
     let backends: Vec<_> =
         sorted.backends.iter().map(|(n, s)| parse_backend(n, s, base, diag)).collect();
+    let pools: Vec<_> =
+        sorted.pools.iter().map(|(n, s)| pool::parse(n, s, &backend_idx, diag)).collect();
+    let mut target_idx = backend_idx.clone();
+    for (i, (name, sec)) in sorted.pools.iter().enumerate() {
+        if backend_idx.contains_key(*name) {
+            diag.err(sec.line, format!("[pool {name}]: a backend has the same name"));
+        }
+        target_idx.insert(name.to_string(), sorted.backends.len() + i);
+    }
     let maps: Vec<_> =
-        sorted.maps.iter().map(|(n, s)| map::parse(n, s, &backend_idx, diag)).collect();
+        sorted.maps.iter().map(|(n, s)| map::parse(n, s, &target_idx, diag)).collect();
     let mut addrs = HashMap::new();
     let listeners: Vec<_> = sorted
         .listeners
         .iter()
-        .map(|(n, s)| parse_listener(n, s, base, &map_idx, &mut addrs, diag))
+        .map(|(n, s)| parse_listener(n, s, base, &map_idx, &rule_idx, &mut addrs, diag))
         .collect();
     if listeners.is_empty() {
         diag.err(last_line, "no [listener NAME] section: at least one listener is required");
@@ -161,6 +235,8 @@ fn build(sections: &[Section], last_line: usize, path: &Path, diag: &mut Diag) -
         backends: backends.into_iter().collect::<Option<_>>()?,
         maps: maps.into_iter().collect::<Option<_>>()?,
         listeners: listeners.into_iter().collect::<Option<_>>()?,
+        rules: rules.into_iter().collect::<Option<_>>()?,
+        pools: pools.into_iter().collect::<Option<_>>()?,
     })
 }
 
@@ -188,23 +264,29 @@ fn sort<'a>(sections: &'a [Section], diag: &mut Diag) -> Sorted<'a> {
                 diag.err(sec.line, "[global] takes no name");
                 continue;
             }
-            [kind @ ("backend" | "map" | "listener"), name] if is_name(name) => (kind, name),
-            [kind @ ("backend" | "map" | "listener"), ..] => {
+            [kind @ ("backend" | "map" | "listener" | "pool"), name] if is_name(name) => {
+                (kind, name)
+            }
+            [kind @ ("backend" | "map" | "listener" | "pool"), ..] => {
                 diag.err(
                     sec.line,
                     format!("invalid section header [{header}]: expected [{kind} NAME] with NAME of A-Z a-z 0-9 _ . -"),
                 );
                 continue;
             }
+            ["rule", name] if is_name(name) => ("rule", name),
             ["rule", ..] => {
-                diag.err(sec.line, "rule sections are not supported yet");
+                diag.err(
+                    sec.line,
+                    format!("invalid section header [{header}]: expected [rule NAME] with NAME of A-Z a-z 0-9 _ . -"),
+                );
                 continue;
             }
             _ => {
                 diag.err(
                     sec.line,
                     format!(
-                        "unknown section [{header}] (expected global, backend, map or listener)"
+                        "unknown section [{header}] (expected global, backend, pool, map, listener or rule)"
                     ),
                 );
                 continue;
@@ -219,6 +301,8 @@ fn sort<'a>(sections: &'a [Section], diag: &mut Diag) -> Sorted<'a> {
             "global" => sorted.global = Some(sec),
             "backend" => sorted.backends.push((name, sec)),
             "map" => sorted.maps.push((name, sec)),
+            "rule" => sorted.rules.push((name, sec)),
+            "pool" => sorted.pools.push((name, sec)),
             _ => sorted.listeners.push((name, sec)),
         }
     }
@@ -228,12 +312,19 @@ fn sort<'a>(sections: &'a [Section], diag: &mut Diag) -> Sorted<'a> {
 fn parse_backend(name: &str, sec: &Section, base: &Path, diag: &mut Diag) -> Option<Backend> {
     let before = diag.count();
     let label = format!("[backend {name}]");
-    let keys = [&["host", "port", "connect_timeout", "timeout"], tls::BACKEND_KEYS].concat();
+    let keys = [
+        &["host", "port", "connect_timeout", "timeout"],
+        tls::BACKEND_KEYS,
+        &["send_proxy_protocol"],
+        pool::BACKEND_KEYS,
+    ]
+    .concat();
     check_keys(sec, &label, &keys, &[], diag);
     let host = required(sec, &label, "host", diag, parse_host);
     let port = value_of(sec, "port", diag, parse_port);
     let connect_timeout = value_of(sec, "connect_timeout", diag, positive_duration);
     let timeout = value_of(sec, "timeout", diag, positive_duration);
+    let send_proxy_protocol = value_of(sec, "send_proxy_protocol", diag, value::parse_yes_no);
     let tls = tls::backend(sec, base, diag)?;
     let default_port = if tls.mode == TlsMode::Implicit { 993 } else { 143 };
     let backend = Backend {
@@ -247,6 +338,8 @@ fn parse_backend(name: &str, sec: &Section, base: &Path, diag: &mut Diag) -> Opt
         tls_name: tls.tls_name,
         tls_insecure_skip_verify: tls.insecure_skip_verify,
         tls_min_version: tls.min_version,
+        send_proxy_protocol: send_proxy_protocol.unwrap_or(false),
+        login: pool::backend_login(sec, diag),
     };
     (diag.count() == before).then_some(backend)
 }
@@ -256,13 +349,15 @@ fn parse_listener(
     sec: &Section,
     base: &Path,
     maps: &HashMap<String, usize>,
+    rules: &HashMap<String, usize>,
     addrs: &mut HashMap<SocketAddr, (String, usize)>,
     diag: &mut Diag,
 ) -> Option<Listener> {
     let before = diag.count();
     let label = format!("[listener {name}]");
-    let keys = [&["listen", "map"], tls::LISTENER_KEYS].concat();
-    check_keys(sec, &label, &keys, &["listen", "sni_cert"], diag);
+    let keys = [&["listen", "map", "rules"], tls::LISTENER_KEYS, daemon::LISTENER_KEYS].concat();
+    let repeatable = [&["listen", "sni_cert"], daemon::LISTENER_REPEATABLE].concat();
+    check_keys(sec, &label, &keys, &repeatable, diag);
     let mut listen = Vec::new();
     for e in sec.entries.iter().filter(|e| e.key == "listen") {
         if e.value.is_empty() {
@@ -291,7 +386,22 @@ fn parse_listener(
         maps.get(s).copied().ok_or_else(|| format!("undefined map {s:?}"))
     });
     let tls = tls::listener(sec, base, diag);
-    let listener = Listener { name: name.to_string(), listen, map: map?, tls };
+    let access = daemon::parse_listener(sec, &label, diag);
+    let mut rule_list = Vec::new();
+    if let Some(e) = first(sec, "rules") {
+        for word in e.value.split(|c: char| c == ',' || c.is_whitespace()).filter(|w| !w.is_empty())
+        {
+            match rules.get(word) {
+                Some(&i) if rule_list.contains(&i) => {
+                    diag.err(e.line, format!("rules: {word:?} listed twice"))
+                }
+                Some(&i) => rule_list.push(i),
+                None => diag.err(e.line, format!("rules: undefined rule {word:?}")),
+            }
+        }
+    }
+    let listener =
+        Listener { name: name.to_string(), listen, map: map?, tls, access, rules: rule_list };
     (diag.count() == before).then_some(listener)
 }
 

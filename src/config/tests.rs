@@ -73,6 +73,15 @@ fn minimal_config_gets_defaults() {
             tls_name: None,
             tls_insecure_skip_verify: false,
             tls_min_version: TlsVersion::V1_2,
+            send_proxy_protocol: false,
+            login: BackendLogin {
+                method: LoginMethod::Auto,
+                sasl_ir: true,
+                forward_id: false,
+                trusted: false,
+                down_time: Duration::from_secs(30),
+                probe: None,
+            },
         }]
     );
     assert_eq!(c.maps.len(), 1);
@@ -91,6 +100,8 @@ fn minimal_config_gets_defaults() {
             listen: vec!["127.0.0.1:1143".parse().unwrap()],
             map: 0,
             tls: None,
+            access: Access::default(),
+            rules: vec![],
         }]
     );
     assert_eq!(c.backend_index("dovecot"), Some(0));
@@ -194,7 +205,7 @@ fn unknown_key_is_reported_at_its_line() {
     one_err(
         &format!("{TAIL}[backend x]\nhots = h\nhost = h\n"),
         10,
-        "unknown key \"hots\" in [backend x] (known keys: host, port, connect_timeout, timeout, tls, ca, tls_name, tls_insecure_skip_verify, tls_min_version)",
+        "unknown key \"hots\" in [backend x] (known keys: host, port, connect_timeout, timeout, tls, ca, tls_name, tls_insecure_skip_verify, tls_min_version, send_proxy_protocol, login_method, sasl_ir, forward_id, trusted, down_time, probe_user, probe_password)",
     );
 }
 
@@ -210,7 +221,7 @@ fn duplicate_key_is_reported_at_the_second_line() {
 #[test]
 fn section_problems_are_reported_at_the_header() {
     one_err(&format!("{TAIL}[frontend x]\nhost = h\n"), 9, "unknown section [frontend x]");
-    one_err(&format!("{TAIL}[rule hide]\nkind = x\n"), 9, "rule sections are not supported yet");
+    one_err(&format!("{TAIL}[rule hide]\nkind = x\n"), 9, "missing required key \"type\"");
     one_err(&format!("{TAIL}[backend]\n"), 9, "expected [backend NAME]");
     one_err(&format!("{TAIL}[backend a b]\n"), 9, "expected [backend NAME]");
     one_err(&format!("{TAIL}[map a/b]\n"), 9, "expected [map NAME]");
@@ -402,7 +413,7 @@ fn all_errors_are_reported_together() {
         e,
         [
             "2: log_level: invalid value \"chatty\" (expected error, warn, info, debug or trace)",
-            "5: unknown key \"prot\" in [backend a] (known keys: host, port, connect_timeout, timeout, tls, ca, tls_name, tls_insecure_skip_verify, tls_min_version)",
+            "5: unknown key \"prot\" in [backend a] (known keys: host, port, connect_timeout, timeout, tls, ca, tls_name, tls_insecure_skip_verify, tls_min_version, send_proxy_protocol, login_method, sasl_ir, forward_id, trusted, down_time, probe_user, probe_password)",
             "8: default: undefined backend \"zz\"",
             "9: syntax error: expected \"[section]\" or \"key = value\"",
             "11: listen: invalid port \"99999\" (expected 1-65535)",

@@ -62,7 +62,8 @@ impl fmt::Display for ParseError {
 /// The tag and upper-cased command name of a command head (`A1 uid fetch ...` gives
 /// `("A1", "UID FETCH")`), or `None` when the head holds no name.
 pub fn tag_and_name(head: &[u8]) -> Option<(&[u8], String)> {
-    let mut words = head.split(|&b| b == b' ');
+    let line_end = head.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(head.len());
+    let mut words = head[..line_end].split(|&b| b == b' ');
     let tag = words.next().filter(|t| !t.is_empty())?;
     let name = words.next().filter(|n| !n.is_empty())?;
     let mut upper = String::from_utf8_lossy(name).to_ascii_uppercase();
@@ -84,8 +85,32 @@ fn is_atom_byte(b: u8) -> bool {
 /// Tokenizes a complete command message: its lines and the raw bytes of its literals, as
 /// the framer delimited them. The final CRLF (or LF) may be present or not.
 pub fn parse(message: &[u8]) -> Result<Command, ParseError> {
-    let mut p = Parser { input: message, pos: 0 };
-    let tag = p.atom_with(|b| is_atom_byte(b) && b != b'+');
+    parse_with(message, false, false)
+}
+
+/// Like `parse`, for the head of a command whose last literal has not arrived (it is too
+/// large to inspect): with `partial`, the arguments before that literal are returned.
+pub fn parse_prefix(message: &[u8], partial: bool) -> Result<Command, ParseError> {
+    parse_with(message, partial, false)
+}
+
+/// Tokenizes untagged server data (`* LIST (\\HasNoChildren) "/" INBOX`): the tag is `*`
+/// and the name is the first word after it.
+pub fn parse_untagged(message: &[u8]) -> Result<Command, ParseError> {
+    parse_with(message, false, true)
+}
+
+/// Marks the end of the input inside an announced literal, in partial mode.
+const INCOMPLETE: &str = "Incomplete literal";
+
+fn parse_with(message: &[u8], partial: bool, untagged: bool) -> Result<Command, ParseError> {
+    let mut p = Parser { input: message, pos: 0, partial };
+    let tag = if untagged && message.starts_with(b"* ") {
+        p.pos = 1;
+        Some(&b"*"[..])
+    } else {
+        p.atom_with(|b| is_atom_byte(b) && b != b'+')
+    };
     let Some(tag) = tag else {
         return Err(ParseError { tag: None, reason: "Missing or invalid tag" });
     };
@@ -101,7 +126,11 @@ pub fn parse(message: &[u8]) -> Result<Command, ParseError> {
     let name = String::from_utf8_lossy(name).to_ascii_uppercase();
     let mut args = Vec::new();
     while p.eat(b' ') {
-        args.push(p.arg(0).map_err(fail)?);
+        match p.arg(0) {
+            Ok(arg) => args.push(arg),
+            Err(INCOMPLETE) => return Ok(Command { tag, name, args }),
+            Err(reason) => return Err(fail(reason)),
+        }
     }
     p.eat(b'\r');
     if !p.eat(b'\n') && !p.at_end() {
@@ -119,6 +148,8 @@ const MAX_DEPTH: usize = 8;
 struct Parser<'a> {
     input: &'a [u8],
     pos: usize,
+    /// The input ends inside an announced literal: stop there without an error.
+    partial: bool,
 }
 
 impl<'a> Parser<'a> {
@@ -149,6 +180,13 @@ impl<'a> Parser<'a> {
             Some(b'"') => self.quoted().map(Arg::String),
             Some(b'{' | b'~') => self.literal().map(Arg::String),
             Some(b'(') => self.list(depth),
+            Some(b'\\') => {
+                // A flag (`\Seen`, `\*`) or a mailbox attribute (`\HasNoChildren`).
+                let start = self.pos;
+                self.pos += 1;
+                self.atom_with(|b| is_atom_byte(b) || b == b'*');
+                Ok(Arg::Atom(self.input[start..self.pos].to_vec()))
+            }
             Some(b) if is_atom_byte(b) || b == b'%' || b == b'*' => {
                 let atom = self.atom_with(|b| is_atom_byte(b) || b == b'%' || b == b'*');
                 Ok(Arg::Atom(atom.unwrap_or_default().to_vec()))
@@ -219,6 +257,9 @@ impl<'a> Parser<'a> {
             return Err("Literal announcement must end the line");
         }
         let end = self.pos.checked_add(size).filter(|&e| e <= self.input.len());
+        if end.is_none() && self.partial && self.pos == self.input.len() {
+            return Err(INCOMPLETE);
+        }
         let end = end.ok_or("Literal shorter than announced")?;
         let bytes = self.input[self.pos..end].to_vec();
         self.pos = end;
@@ -241,6 +282,46 @@ pub fn push_quoted(out: &mut Vec<u8>, value: &[u8]) -> bool {
     }
     out.push(b'"');
     true
+}
+
+/// Encodes arguments: atoms as they are, strings quoted when printable ASCII and as
+/// synchronizing literals otherwise, lists in parentheses.
+pub fn encode_args(out: &mut Vec<u8>, args: &[Arg]) {
+    for (i, arg) in args.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        match arg {
+            Arg::Atom(a) => out.extend_from_slice(a),
+            Arg::String(s) => {
+                if !push_quoted(out, s) {
+                    out.extend_from_slice(format!("{{{}}}\r\n", s.len()).as_bytes());
+                    out.extend_from_slice(s);
+                }
+            }
+            Arg::List(items) => {
+                out.push(b'(');
+                encode_args(out, items);
+                out.push(b')');
+            }
+        }
+    }
+}
+
+/// Encodes a command (`name` may be two words, `UID MOVE`), ending in CRLF.
+pub fn encode(tag: &str, name: &str, args: &[Arg]) -> Vec<u8> {
+    let mut out = format!("{tag} {name}").into_bytes();
+    if !args.is_empty() {
+        out.push(b' ');
+        encode_args(&mut out, args);
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Encodes untagged data, `* NAME args`, ending in CRLF.
+pub fn encode_untagged(name: &str, args: &[Arg]) -> Vec<u8> {
+    encode("*", name, args)
 }
 
 #[cfg(test)]
@@ -292,10 +373,36 @@ mod tests {
     }
 
     #[test]
+    fn a_prefix_ending_in_an_announced_literal_gives_the_arguments_before_it() {
+        let c = parse_prefix(b"a APPEND {5}\r\nINBOX (\\Seen) {999999}\r\n", true).unwrap();
+        assert_eq!(c.args, vec![s(b"INBOX"), Arg::List(vec![a(b"\\Seen")])]);
+        assert!(parse_prefix(b"a APPEND INBOX {9}\r\nab", true).is_err());
+    }
+
+    #[test]
+    fn untagged_data_tokenizes() {
+        let c = parse_untagged(b"* LIST (\\HasNoChildren) \"/\" {8}\r\nCalendar\r\n").unwrap();
+        assert_eq!((c.tag.as_str(), c.name.as_str()), ("*", "LIST"));
+        assert_eq!(c.args[2], s(b"Calendar"));
+        assert!(parse(b"* LIST () \"/\" x").is_err());
+    }
+
+    #[test]
     fn tag_and_name_folds_case_and_keeps_uid_subcommands() {
         assert_eq!(tag_and_name(b"A1 uid Fetch 1:* x"), Some((&b"A1"[..], "UID FETCH".into())));
         assert_eq!(tag_and_name(b"A1 idle"), Some((&b"A1"[..], "IDLE".into())));
         assert_eq!(tag_and_name(b"DONE"), None);
+        assert_eq!(tag_and_name(b"l LOGOUT\r\n"), Some((&b"l"[..], "LOGOUT".into())));
+    }
+
+    #[test]
+    fn encoding_round_trips_through_the_tokenizer() {
+        let args =
+            vec![s(b"Sent Items"), Arg::List(vec![a(b"\\Seen")]), s("é\r\n".as_bytes()), a(b"1:*")];
+        let wire = encode("t1", "UID COPY", &args);
+        assert_eq!(wire, b"t1 UID COPY \"Sent Items\" (\\Seen) {4}\r\n\xc3\xa9\r\n 1:*\r\n");
+        let back = parse(&wire).unwrap();
+        assert_eq!(back.args[1..], args[..]);
     }
 
     #[test]

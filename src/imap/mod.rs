@@ -5,6 +5,7 @@
 pub mod capability;
 pub mod command;
 pub mod framer;
+pub mod mailbox;
 pub mod preauth;
 pub mod response;
 pub mod sasl;

@@ -81,6 +81,8 @@ pub struct PreAuth {
     bad_commands: u32,
     client_id: Option<Vec<(String, Option<String>)>>,
     security: Security,
+    /// Capabilities all backends of the listener offer, announced beside imapgate's own.
+    backend_caps: Vec<String>,
 }
 
 impl PreAuth {
@@ -88,6 +90,7 @@ impl PreAuth {
     pub fn new(limits: Limits, security: Security) -> PreAuth {
         PreAuth {
             security,
+            backend_caps: Vec::new(),
             framer: Framer::new(Side::Client),
             limits,
             message: Vec::new(),
@@ -109,7 +112,22 @@ impl PreAuth {
     pub fn capabilities(&self) -> String {
         let sec = self.security;
         let login_allowed = sec.tls_active || !sec.login_requires_tls;
-        capability::pre_login(sec.starttls_offered && !sec.tls_active, login_allowed).join(" ")
+        let mut caps: Vec<String> =
+            capability::pre_login(sec.starttls_offered && !sec.tls_active, login_allowed)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+        for cap in &self.backend_caps {
+            if !capability::has(&caps, cap) {
+                caps.push(cap.clone());
+            }
+        }
+        caps.join(" ")
+    }
+
+    /// Adds backend capabilities (IDLE, NAMESPACE, ...) to the pre-login list.
+    pub fn set_backend_capabilities(&mut self, caps: Vec<String>) {
+        self.backend_caps = caps;
     }
 
     /// TLS is now on: forget everything read before it (RFC 9051 §6.2.1) and go on.

@@ -76,6 +76,24 @@ pub fn capabilities(line: &[u8]) -> Option<Vec<String>> {
     Some(words.map(|w| String::from_utf8_lossy(w).into_owned()).collect())
 }
 
+/// The line with its capability list (untagged data or response code) replaced by `caps`;
+/// `None` when the line has no capability list.
+pub fn replace_capabilities(line: &[u8], caps: &[String]) -> Option<Vec<u8>> {
+    let list = caps.join(" ");
+    let body = line.strip_suffix(b"\r\n").unwrap_or(line);
+    if status(body).and_then(|s| s.code).is_some_and(|c| strip_word(c, b"CAPABILITY").is_some()) {
+        let open = body.iter().position(|&b| b == b'[')?;
+        let close = open + body[open..].iter().position(|&b| b == b']')?;
+        let mut out = body[..open].to_vec();
+        out.extend_from_slice(format!("[CAPABILITY {list}]").as_bytes());
+        out.extend_from_slice(&body[close + 1..]);
+        out.extend_from_slice(b"\r\n");
+        return Some(out);
+    }
+    strip_word(body.strip_prefix(b"* ")?, b"CAPABILITY")?;
+    Some(format!("* CAPABILITY {list}\r\n").into_bytes())
+}
+
 fn strip_word<'a>(s: &'a [u8], word: &[u8]) -> Option<&'a [u8]> {
     let (first, rest) = split_word(s);
     first.eq_ignore_ascii_case(word).then_some(rest)

@@ -1,0 +1,155 @@
+//! What imapgate knows about its backends while it runs: which are up (a backend that
+//! fails to connect or greet is skipped for its `down_time`; every transition is one log
+//! line), and their capabilities before and after login, learned by discovery and from
+//! real logins. Shared by all sessions of a process.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, MapKind};
+use crate::imap::capability;
+
+#[derive(Debug, Default)]
+struct Known {
+    down_until: Option<Instant>,
+    pre_login: Option<Vec<String>>,
+    post_login: Option<Vec<String>>,
+}
+
+/// The state of every backend, indexed like `Config::backends`.
+#[derive(Debug)]
+pub struct Backends {
+    known: Vec<Mutex<Known>>,
+    names: Vec<String>,
+    turn: AtomicUsize,
+}
+
+impl Backends {
+    /// Nothing known yet: every backend counts as up.
+    pub fn new(config: &Config) -> Backends {
+        Backends {
+            known: config.backends.iter().map(|_| Mutex::default()).collect(),
+            names: config.backends.iter().map(|b| b.name.clone()).collect(),
+            turn: AtomicUsize::new(0),
+        }
+    }
+
+    fn with<T>(&self, i: usize, f: impl FnOnce(&mut Known) -> T) -> T {
+        // A poisoned lock only means a panicking thread held it; the data is plain values.
+        let mut guard = self.known[i].lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    /// A counter for round-robin pools.
+    pub fn next_turn(&self) -> usize {
+        self.turn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// False while a backend is marked down.
+    pub fn is_up(&self, i: usize) -> bool {
+        self.with(i, |k| k.down_until.is_none_or(|t| Instant::now() >= t))
+    }
+
+    /// Marks a backend down for `time`; logs BACKEND-DOWN when it was up.
+    pub fn mark_down(&self, i: usize, time: Duration, why: &str) {
+        let was_down = self.with(i, |k| k.down_until.replace(Instant::now() + time).is_some());
+        if !was_down {
+            log::warn!(
+                "BACKEND-DOWN backend={} for={}s reason={why}",
+                self.names[i],
+                time.as_secs()
+            );
+        }
+    }
+
+    /// Marks a backend up; logs BACKEND-UP when it was down.
+    pub fn mark_up(&self, i: usize) {
+        if self.with(i, |k| k.down_until.take().is_some()) {
+            log::info!("BACKEND-UP backend={}", self.names[i]);
+        }
+    }
+
+    /// Records capabilities seen before and/or after login.
+    pub fn learn(&self, i: usize, pre_login: Option<Vec<String>>, post_login: Option<Vec<String>>) {
+        self.with(i, |k| {
+            if pre_login.is_some() {
+                k.pre_login = pre_login;
+            }
+            if post_login.is_some() {
+                k.post_login = post_login;
+            }
+        });
+    }
+
+    /// Backend capabilities worth announcing before login on a listener that routes to
+    /// `reachable`: what all of them that are known offer (empty until one is known).
+    pub fn before_login(&self, reachable: &[usize]) -> Vec<String> {
+        let sets: Vec<Vec<String>> =
+            reachable.iter().filter_map(|&i| self.with(i, |k| k.pre_login.clone())).collect();
+        let refs: Vec<&[String]> = sets.iter().map(Vec::as_slice).collect();
+        capability::intersect(&refs)
+            .into_iter()
+            .filter(|c| capability::relevant_before_login(c))
+            .collect()
+    }
+
+    /// What a client logged in to backend `this` (whose capabilities are `this_caps`) is
+    /// shown: the intersection over every backend of the listener whose post-login
+    /// capabilities are known, so a client sees the same set wherever it lands.
+    pub fn after_login(
+        &self,
+        reachable: &[usize],
+        this: usize,
+        this_caps: &[String],
+    ) -> Vec<String> {
+        let mut sets = vec![this_caps.to_vec()];
+        sets.extend(
+            reachable
+                .iter()
+                .filter(|&&i| i != this)
+                .filter_map(|&i| self.with(i, |k| k.post_login.clone())),
+        );
+        let refs: Vec<&[String]> = sets.iter().map(Vec::as_slice).collect();
+        capability::after_login(&capability::intersect(&refs))
+    }
+
+    /// One line per backend for a status report: `name=up|down`.
+    pub fn status(&self) -> String {
+        let states = (0..self.names.len())
+            .map(|i| format!("{}={}", self.names[i], if self.is_up(i) { "up" } else { "down" }));
+        states.collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// The backends a listener can route to: every target of its map, pools expanded; a
+/// regex route whose backend is a template can reach any backend.
+pub fn reachable(config: &Config, listener: usize) -> Vec<usize> {
+    let map = &config.maps[config.listeners[listener].map];
+    let mut targets = Vec::new();
+    match &map.kind {
+        MapKind::Static { default, users } => {
+            targets.extend(default.iter().copied());
+            targets.extend(users.values().copied());
+        }
+        MapKind::Regex { routes, default } => {
+            targets.extend(default.iter().copied());
+            for route in routes {
+                match config.target_index(&route.backend) {
+                    Some(t) if !route.backend.contains('$') => targets.push(t),
+                    _ => targets.extend(0..config.backends.len()),
+                }
+            }
+        }
+    }
+    let mut out: Vec<usize> = Vec::new();
+    for t in targets {
+        for b in config.candidates(t, "", 0) {
+            if !out.contains(&b) {
+                out.push(b);
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}

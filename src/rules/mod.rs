@@ -1,0 +1,368 @@
+//! The rule engine: an ordered list of rules, each a condition (when it applies) and an
+//! action (what it does to commands and responses).
+//!
+//! Configuration-time objects (`RuleKind`, shared by all sessions) are kept apart from
+//! per-session state (`Rule`), the split Kolab's Guam conflates. A rule kind lives in one
+//! module of its own and is made known in `registry.rs`; the relay knows nothing of
+//! specific rules, only of `Engine`.
+//!
+//! Evaluation: rules run in configuration order on every complete client command and
+//! every server response; a rule may rewrite the message in place and let the next rule
+//! see the result; the first rule that answers, drops or disconnects ends the evaluation.
+//! Conditions are evaluated when the session starts and again whenever data they test
+//! arrives later (an ID command after login), so a rule can become active or passive
+//! mid-session, Guam-style.
+
+pub mod audit;
+pub mod capabilities;
+pub mod commands;
+pub mod condition;
+pub mod hide_folders;
+pub mod limits;
+pub mod registry;
+pub mod rewrite_folders;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::imap::command::{self, Arg};
+
+pub use condition::Conditions;
+
+/// A kind of rule, built once from its `[rule NAME]` section and shared by all sessions.
+pub trait RuleKind: Send + Sync + fmt::Debug {
+    /// Per-session state (Guam's `new/1`, called when a session starts relaying).
+    fn start(&self) -> Box<dyn Rule>;
+
+    /// Work that must happen once at start-up, before privileges are dropped (opening a
+    /// file). `-t` does not call it.
+    fn prepare(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Per-session behaviour of a rule. Every method has a pass-through default.
+pub trait Rule: Send {
+    /// Sees each client command (Guam's `apply_to_client_message`).
+    fn on_command(&mut self, _cmd: &mut Command, _cx: &mut Context) -> Verdict {
+        Verdict::Pass
+    }
+
+    /// Sees each server response (Guam's `apply_to_server_message`).
+    fn on_response(&mut self, _resp: &mut Response, _cx: &mut Context) -> Verdict {
+        Verdict::Pass
+    }
+
+    /// The next moment the rule wants `on_time` called (a session time limit).
+    fn deadline(&self, _cx: &Context) -> Option<Instant> {
+        None
+    }
+
+    /// Called at or after `deadline`; may end the session.
+    fn on_time(&mut self, _now: Instant, _cx: &mut Context) -> Verdict {
+        Verdict::Pass
+    }
+}
+
+/// What a rule decided about a message. Rewriting happens in place, with `Pass`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on (the message may have been rewritten).
+    Pass,
+    /// Answer the command with `TAG <text>` (e.g. `NO [CANNOT] ...`); it never reaches
+    /// the backend, nor do its literals. For responses: treated as `Drop`.
+    Reply(String),
+    /// Swallow an untagged response. For commands: treated as a refusal.
+    Drop,
+    /// Send `* BYE <text>` and end the session; `String` is the SESSION-END reason.
+    Disconnect {
+        /// Text after `* BYE `.
+        bye: String,
+        /// Short reason for the SESSION-END line.
+        reason: String,
+    },
+}
+
+/// A client command as rules see it.
+#[derive(Clone, Debug)]
+pub struct Command {
+    /// The tag.
+    pub tag: String,
+    /// Upper-case name; `UID` commands keep both words (`UID MOVE`).
+    pub name: String,
+    /// The arguments after the name, when the command could be tokenized. For a command
+    /// whose last literal is too large to inspect, the arguments before that literal.
+    pub args: Option<Vec<Arg>>,
+    /// Sizes of the literals announced so far, in order.
+    pub literal_sizes: Vec<u64>,
+    /// False when a literal too large to inspect follows (its size is the last of
+    /// `literal_sizes`); the rest of the command then streams through unseen.
+    pub complete: bool,
+    /// Set by a rule that changed `args`: the command is sent re-encoded.
+    pub modified: bool,
+    /// A look at the command before imapgate invites its next (small) literal; rules
+    /// that count or log commands wait for the complete one.
+    pub preview: bool,
+}
+
+impl Command {
+    /// Builds the rules' view of an assembled command (or of its prefix).
+    pub fn parse(raw: &[u8], literal_sizes: Vec<u64>, complete: bool) -> Option<Command> {
+        let (tag, name) = command::tag_and_name(raw)?;
+        let tag = String::from_utf8_lossy(tag).into_owned();
+        let args = match command::parse_prefix(raw, !complete) {
+            Ok(c) => Some(strip_uid(c.name, c.args)),
+            Err(_) => None,
+        };
+        Some(Command { tag, name, args, literal_sizes, complete, modified: false, preview: false })
+    }
+
+    /// The argument at `index` as a string (atom, quoted or literal).
+    pub fn arg(&self, index: usize) -> Option<&[u8]> {
+        self.args.as_ref()?.get(index)?.astring()
+    }
+}
+
+/// Which arguments of a command name mailboxes (after `strip_uid`), for rules that
+/// check or rewrite mailbox names. COPY and MOVE name their target second.
+pub fn mailbox_args(name: &str) -> &'static [usize] {
+    match name {
+        "SELECT" | "EXAMINE" | "STATUS" | "APPEND" | "CREATE" | "DELETE" | "SUBSCRIBE"
+        | "UNSUBSCRIBE" | "GETACL" | "SETACL" | "DELETEACL" | "LISTRIGHTS" | "MYRIGHTS"
+        | "GETQUOTAROOT" | "SETMETADATA" | "GETMETADATA" => &[0],
+        "RENAME" => &[0, 1],
+        "COPY" | "MOVE" | "UID COPY" | "UID MOVE" => &[1],
+        _ => &[],
+    }
+}
+
+impl Command {
+    /// The mailbox arguments: (argument index, wire name). GETMETADATA may put an options
+    /// list before its mailbox (RFC 5464 §4.2), which is skipped.
+    pub fn mailboxes(&self) -> Vec<(usize, &[u8])> {
+        let Some(args) = self.args.as_ref() else { return Vec::new() };
+        let shift =
+            usize::from(self.name == "GETMETADATA" && matches!(args.first(), Some(Arg::List(_))));
+        mailbox_args(&self.name)
+            .iter()
+            .filter_map(|&i| Some((i + shift, args.get(i + shift)?.astring()?)))
+            .collect()
+    }
+}
+
+/// `UID MOVE 1:3 x` tokenizes as name `UID` with `MOVE` as its first argument: drop it,
+/// so argument indexes are those of the sub-command.
+fn strip_uid(name: String, mut args: Vec<Arg>) -> Vec<Arg> {
+    if name == "UID" && !args.is_empty() {
+        args.remove(0);
+    }
+    args
+}
+
+/// A server response as rules see it.
+#[derive(Clone, Debug)]
+pub struct Response {
+    /// The assembled bytes: the whole response, or its head when `complete` is false.
+    pub raw: Vec<u8>,
+    /// False when a literal too large to inspect follows.
+    pub complete: bool,
+    /// Sizes of the literals announced so far.
+    pub literal_sizes: Vec<u64>,
+}
+
+impl Response {
+    /// For untagged data (`* LIST ...`, `* STATUS ...`): the upper-case name and the
+    /// arguments, when they tokenize.
+    pub fn untagged(&self) -> Option<(String, Vec<Arg>)> {
+        let c = command::parse_untagged(&self.raw).ok()?;
+        Some((c.name, c.args))
+    }
+}
+
+/// What rules know about the session. Filled by the engine; rules may record what they
+/// learn (the hierarchy delimiter) for other rules.
+#[derive(Clone, Debug, Default)]
+pub struct Context {
+    /// Session id, for log lines.
+    pub session: u64,
+    /// The client's address.
+    pub client_ip: Option<IpAddr>,
+    /// The listener's name.
+    pub listener: String,
+    /// TLS toward the client is on.
+    pub tls: bool,
+    /// The subject of the client's certificate.
+    pub client_cert: Option<String>,
+    /// The login name as the client typed it.
+    pub user: String,
+    /// The backend's name.
+    pub backend: String,
+    /// The client's ID parameters, once sent (`Some(empty)` for `ID NIL`).
+    pub client_id: Option<Vec<(String, Option<String>)>>,
+    /// The server's hierarchy delimiter, once a LIST response showed it.
+    pub delimiter: Option<char>,
+    /// Capabilities the client was shown after login.
+    pub capabilities: Vec<String>,
+    /// When the session started relaying.
+    pub started: Option<Instant>,
+    /// The client is in IDLE (between the server's `+` and DONE).
+    pub idling: bool,
+    /// When a message last passed in either direction.
+    pub last_activity: Option<Instant>,
+    /// Bytes the client sent since login.
+    pub bytes_from_client: u64,
+    /// Bytes sent to the client since login.
+    pub bytes_to_client: u64,
+}
+
+/// One `[rule NAME]` section after validation.
+#[derive(Debug, Clone)]
+pub struct RuleDef {
+    /// NAME, for logs.
+    pub name: String,
+    /// Line of the section header.
+    pub line: usize,
+    /// When the rule applies.
+    pub conditions: Conditions,
+    /// What it does.
+    pub kind: Arc<dyn RuleKind>,
+}
+
+struct Active {
+    def: Arc<RuleDef>,
+    rule: Box<dyn Rule>,
+    applies: bool,
+}
+
+/// The rules of one session, in order, with their applicability.
+pub struct Engine {
+    rules: Vec<Active>,
+    /// What rules know about the session.
+    pub cx: Context,
+}
+
+impl Engine {
+    /// Starts the rules for a session; conditions are evaluated against `cx` now.
+    pub fn new(defs: &[Arc<RuleDef>], cx: Context) -> Engine {
+        let rules = defs
+            .iter()
+            .map(|def| Active { def: Arc::clone(def), rule: def.kind.start(), applies: false })
+            .collect();
+        let mut engine = Engine { rules, cx };
+        engine.reevaluate();
+        engine
+    }
+
+    /// True when some rule applies now: the relay must show it every message.
+    pub fn is_active(&self) -> bool {
+        self.rules.iter().any(|r| r.applies)
+    }
+
+    /// True when a passive rule could become active later: its conditions test ID
+    /// parameters, which the client may send after login.
+    pub fn may_become_active(&self) -> bool {
+        self.rules.iter().any(|r| !r.applies && r.def.conditions.tests_id())
+    }
+
+    /// Re-evaluates every condition, logging each change.
+    pub fn reevaluate(&mut self) {
+        for r in &mut self.rules {
+            let applies = r.def.conditions.matches(&self.cx);
+            if applies != r.applies {
+                let state = if applies { "active" } else { "passive" };
+                log::debug!("id={} rule={} is now {state}", self.cx.session, r.def.name);
+            }
+            r.applies = applies;
+        }
+    }
+
+    /// Runs the applicable rules on a command, in order, until one is terminal.
+    pub fn command(&mut self, cmd: &mut Command) -> Verdict {
+        if cmd.name == "ID" {
+            self.learn_id(cmd);
+        }
+        let cx = &mut self.cx;
+        for r in self.rules.iter_mut().filter(|r| r.applies) {
+            let verdict = r.rule.on_command(cmd, cx);
+            if verdict != Verdict::Pass {
+                log::info!(
+                    "id={} rule={} (line {}) {} {} {}",
+                    cx.session,
+                    r.def.name,
+                    r.def.line,
+                    verdict_word(&verdict),
+                    cmd.tag,
+                    cmd.name
+                );
+                return verdict;
+            }
+        }
+        Verdict::Pass
+    }
+
+    /// Runs the applicable rules on a response, in order, until one is terminal.
+    pub fn response(&mut self, resp: &mut Response) -> Verdict {
+        let cx = &mut self.cx;
+        for r in self.rules.iter_mut().filter(|r| r.applies) {
+            match r.rule.on_response(resp, cx) {
+                Verdict::Pass => {}
+                Verdict::Reply(_) | Verdict::Drop => return Verdict::Drop,
+                other => {
+                    log::info!("id={} rule={} {}", cx.session, r.def.name, verdict_word(&other));
+                    return other;
+                }
+            }
+        }
+        Verdict::Pass
+    }
+
+    /// The earliest deadline of an applicable rule.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.rules.iter().filter(|r| r.applies).filter_map(|r| r.rule.deadline(&self.cx)).min()
+    }
+
+    /// Lets rules act on time; the first terminal verdict wins.
+    pub fn on_time(&mut self, now: Instant) -> Verdict {
+        let cx = &mut self.cx;
+        for r in self.rules.iter_mut().filter(|r| r.applies) {
+            let verdict = r.rule.on_time(now, cx);
+            if verdict != Verdict::Pass {
+                log::info!("id={} rule={} {}", cx.session, r.def.name, verdict_word(&verdict));
+                return verdict;
+            }
+        }
+        Verdict::Pass
+    }
+
+    /// An ID command after login changes what ID conditions see (RFC 2971 allows ID in
+    /// any state). Rules are re-evaluated before they see the command itself.
+    fn learn_id(&mut self, cmd: &Command) {
+        let params = match cmd.args.as_deref() {
+            Some([arg]) if arg.is_nil() => Vec::new(),
+            Some([Arg::List(items)]) => items
+                .chunks(2)
+                .filter_map(|pair| {
+                    let field = pair.first()?.astring()?;
+                    let value =
+                        pair.get(1).and_then(|v| if v.is_nil() { None } else { v.astring() });
+                    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                    Some((text(field), value.map(text)))
+                })
+                .collect(),
+            _ => return,
+        };
+        self.cx.client_id = Some(params);
+        self.reevaluate();
+    }
+}
+
+fn verdict_word(v: &Verdict) -> String {
+    match v {
+        Verdict::Pass => "pass".into(),
+        Verdict::Reply(text) => format!("reply \"{text}\" to"),
+        Verdict::Drop => "drop".into(),
+        Verdict::Disconnect { reason, .. } => format!("disconnect ({reason})"),
+    }
+}

@@ -1,0 +1,66 @@
+//! Process-wide counters for the SIGUSR1 status line, as relaxed atomics: sessions
+//! open and in total, bytes each way, connections refused. In fork mode the listener
+//! process counts sessions itself (one per child) and session processes report their
+//! byte counts to it through `fork::report`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static OPEN: AtomicU64 = AtomicU64::new(0);
+static TOTAL: AtomicU64 = AtomicU64::new(0);
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+static FROM_CLIENTS: AtomicU64 = AtomicU64::new(0);
+static TO_CLIENTS: AtomicU64 = AtomicU64::new(0);
+
+/// A session began (called by the listener, thread or fork mode).
+pub fn session_started() {
+    OPEN.fetch_add(1, Ordering::Relaxed);
+    TOTAL.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A session ended (called by the listener).
+pub fn session_ended() {
+    // Never below zero, even if a caller pairs these wrongly.
+    let _ = OPEN.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+}
+
+/// A connection was refused before its greeting.
+pub fn refused() {
+    REFUSED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Adds a finished session's byte counts. Call once per session, at its end (the
+/// session code does, next to its SESSION-END line); in a fork-mode session process the
+/// counts go to the listener process.
+pub fn add_bytes(from_client: u64, to_client: u64) {
+    if crate::fork::is_child() {
+        crate::fork::report(&format!("B {from_client} {to_client}"));
+    } else {
+        apply_bytes(from_client, to_client);
+    }
+}
+
+/// Adds byte counts in this process (fork mode: a child's report).
+pub fn apply_bytes(from_client: u64, to_client: u64) {
+    FROM_CLIENTS.fetch_add(from_client, Ordering::Relaxed);
+    TO_CLIENTS.fetch_add(to_client, Ordering::Relaxed);
+}
+
+/// Sessions open now.
+pub fn open() -> u64 {
+    OPEN.load(Ordering::Relaxed)
+}
+
+/// The one-line status for SIGUSR1. Backend health is not probed by imapgate, so it is
+/// reported as unknown.
+pub fn status_line(mode: &str) -> String {
+    let (admitted, blocked) = crate::limits::snapshot();
+    format!(
+        "STATUS mode={mode} sessions_open={} sessions_total={} refused={} admitted={admitted} \
+         blocked_addresses={blocked} bytes_from_clients={} bytes_to_clients={} backends=unknown",
+        OPEN.load(Ordering::Relaxed),
+        TOTAL.load(Ordering::Relaxed),
+        REFUSED.load(Ordering::Relaxed),
+        FROM_CLIENTS.load(Ordering::Relaxed),
+        TO_CLIENTS.load(Ordering::Relaxed),
+    )
+}
