@@ -114,11 +114,11 @@ impl Backends {
         capability::after_login(&capability::intersect(&refs))
     }
 
-    /// One line per backend for a status report: `name=up|down`.
+    /// The backends for a status report: `name:up,name:down`.
     pub fn status(&self) -> String {
         let states = (0..self.names.len())
-            .map(|i| format!("{}={}", self.names[i], if self.is_up(i) { "up" } else { "down" }));
-        states.collect::<Vec<_>>().join(" ")
+            .map(|i| format!("{}:{}", self.names[i], if self.is_up(i) { "up" } else { "down" }));
+        states.collect::<Vec<_>>().join(",")
     }
 }
 

@@ -136,7 +136,7 @@ impl Parent {
                     match event {
                         Event::Child => self.reap(),
                         Event::Reload => self.reload(),
-                        Event::Status => log::info!("{}", stats::status_line("fork")),
+                        Event::Status => log::info!("{}", stats::status_line("fork", "unknown")),
                         Event::Terminate => return self.drain(),
                     }
                 }

@@ -168,7 +168,9 @@ pub fn run(
                             }
                         }
                     }
-                    Event::Status => log::info!("{}", stats::status_line("thread")),
+                    Event::Status => {
+                        log::info!("{}", stats::status_line("thread", &runtime.backends.status()))
+                    }
                     Event::Terminate => {
                         drop(bound);
                         return drain(&runtime, &mut signals);

@@ -53,6 +53,8 @@ pub enum End {
     Rule(String),
     /// The backend said BYE (shutting down) and closed, the client had not logged out.
     BackendBye,
+    /// imapgate is stopping (SIGTERM after the grace period).
+    Shutdown,
 }
 
 impl End {
@@ -66,6 +68,7 @@ impl End {
             End::ClientError(why) => format!("client-error ({why})"),
             End::Rule(why) => why.clone(),
             End::BackendBye => "backend-bye".into(),
+            End::Shutdown => "shutdown".into(),
         }
     }
 }
@@ -285,6 +288,7 @@ impl Relay {
                 self.say_bye(&format!("* BYE [UNAVAILABLE] Backend server {why}.\r\n"));
             }
             End::IdleTimeout => self.say_bye("* BYE Autologout; idle for too long.\r\n"),
+            End::Shutdown => self.say_bye("* BYE [UNAVAILABLE] Server shutting down.\r\n"),
             _ => {}
         }
         self.client.close();
@@ -308,6 +312,7 @@ impl Relay {
             self.c2s.release_if_empty();
             self.s2c.release_if_empty();
             let (client_ev, backend_ev) = match self.wait(last_activity) {
+                Ok(Some(_)) if crate::signals::is_shutting_down() => return End::Shutdown,
                 Ok(Some(events)) => events,
                 Ok(None) => return End::IdleTimeout,
                 Err(e) => return End::ClientError(format!("poll: {e}")),
@@ -469,10 +474,15 @@ impl Relay {
                 None => left,
             };
             let ms = if ready_now { 0 } else { left.as_millis().min(i32::MAX as u128) as i32 };
-            let mut fds = [
+            // The third descriptor wakes the loop when imapgate is stopping.
+            let shutdown = crate::signals::shutdown_fd();
+            let mut fds = vec![
                 PollFd::new(self.client.socket().as_fd(), client_want),
                 PollFd::new(self.backend.socket().as_fd(), backend_want),
             ];
+            if let Some(fd) = shutdown {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
             match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
                 Ok(0) if ready_now || rule_deadline.is_some() => {
                     return Ok(Some((PollFlags::empty(), PollFlags::empty())))

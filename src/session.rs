@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::backend::{self, LoginError};
 use crate::config::{Config, TlsMode};
@@ -61,6 +61,7 @@ pub fn serve(runtime: Arc<Runtime>, origin: Origin, client: TcpStream) {
         counters: Counters::default(),
     };
     let reason = session.run(Transport::plain(client));
+    crate::stats::add_bytes(session.counters.from_client, session.counters.to_client);
     let user = session.user.as_deref().map_or("-".to_string(), printable);
     // Reasons are one word for greps; "word (details)" puts the details in their own field.
     let (reason, detail) = match reason.split_once(" (") {
@@ -171,6 +172,10 @@ impl Session<'_> {
                     return reason;
                 }
             }
+            if crate::signals::is_shutting_down() {
+                let _ = self.send(&mut client, b"* BYE [UNAVAILABLE] Server shutting down.\r\n");
+                return "shutdown".into();
+            }
             match self.receive(&mut client, &mut input, deadline) {
                 Ok(0) => return "client-closed".into(),
                 Ok(_) => {}
@@ -179,6 +184,11 @@ impl Session<'_> {
                 {
                     let _ = self.send(&mut client, b"* BYE Autologout; idle for too long.\r\n");
                     return "preauth-timeout".into();
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    let _ =
+                        self.send(&mut client, b"* BYE [UNAVAILABLE] Server shutting down.\r\n");
+                    return "shutdown".into();
                 }
                 Err(e) => return client_error(e),
             }
@@ -231,16 +241,30 @@ impl Session<'_> {
         input: &mut Vec<u8>,
         deadline: Instant,
     ) -> io::Result<usize> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        client.set_read_timeout(Some(left))?;
         let mut chunk = [0u8; 4096];
-        let n = client.read(&mut chunk)?;
-        input.extend_from_slice(&chunk[..n]);
-        self.counters.from_client += n as u64;
-        Ok(n)
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            // Wake at least once a second to notice a shutdown.
+            client.set_read_timeout(Some(left.min(Duration::from_secs(1))))?;
+            match client.read(&mut chunk) {
+                Ok(n) => {
+                    input.extend_from_slice(&chunk[..n]);
+                    self.counters.from_client += n as u64;
+                    return Ok(n);
+                }
+                Err(e)
+                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                {
+                    if crate::signals::is_shutting_down() {
+                        return Err(io::Error::new(io::ErrorKind::Interrupted, "shutdown"));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Routes and logs in. On failure the client has its answer and `Err` says whether the

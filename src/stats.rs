@@ -50,13 +50,13 @@ pub fn open() -> u64 {
     OPEN.load(Ordering::Relaxed)
 }
 
-/// The one-line status for SIGUSR1. Backend health is not probed by imapgate, so it is
-/// reported as unknown.
-pub fn status_line(mode: &str) -> String {
+/// The one-line status for SIGUSR1; `backends` is `name=up|down ...`, or `unknown`
+/// where this process does not track them (the fork-mode listener).
+pub fn status_line(mode: &str, backends: &str) -> String {
     let (admitted, blocked) = crate::limits::snapshot();
     format!(
         "STATUS mode={mode} sessions_open={} sessions_total={} refused={} admitted={admitted} \
-         blocked_addresses={blocked} bytes_from_clients={} bytes_to_clients={} backends=unknown",
+         blocked_addresses={blocked} bytes_from_clients={} bytes_to_clients={} backends={backends}",
         OPEN.load(Ordering::Relaxed),
         TOTAL.load(Ordering::Relaxed),
         REFUSED.load(Ordering::Relaxed),

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod backends;
 mod clients;
 mod config;
 mod daemon;

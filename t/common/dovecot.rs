@@ -68,6 +68,13 @@ fn identity() -> Identity {
 impl Dovecot {
     /// Starts a fresh Dovecot and waits until its IMAP port accepts.
     pub fn start() -> Dovecot {
+        Dovecot::start_with("")
+    }
+
+    /// Like [`Dovecot::start`], with `extra` (whole dovecot.conf lines, e.g.
+    /// `imap_capability = ...` or `login_trusted_networks = ...`) appended to the
+    /// generated configuration.
+    pub fn start_with(extra: &str) -> Dovecot {
         let bin = require_tool("dovecot", "dovecot-imapd");
         let dir = TempDir::new("dovecot");
         let id = identity();
@@ -87,18 +94,9 @@ impl Dovecot {
         for _attempt in 0..5 {
             let port = free_port();
             let conf = dir.join("dovecot.conf");
-            std::fs::write(&conf, config(&dir, &id, port)).expect("write dovecot.conf");
-            let log =
-                std::fs::File::create(dir.join("dovecot.stderr")).expect("create stderr file");
-            let mut child = Command::new(&bin)
-                .arg("-F")
-                .arg("-c")
-                .arg(&conf)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+            let body = format!("{}\n{extra}\n", config(&dir, &id, port));
+            std::fs::write(&conf, body).expect("write dovecot.conf");
+            let mut child = spawn(&bin, &dir);
             if wait_for_port(port, &mut child, Duration::from_secs(20)) {
                 return Dovecot { child: Some(child), port, dir };
             }
@@ -110,6 +108,23 @@ impl Dovecot {
             );
         }
         panic!("dovecot did not start:\n{last_err}");
+    }
+
+    /// Starts this instance again after [`Dovecot::kill`]: same configuration,
+    /// same port, same mail.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart: dovecot is still running");
+        let bin = require_tool("dovecot", "dovecot-imapd");
+        let mut child = spawn(&bin, &self.dir);
+        if !wait_for_port(self.port, &mut child, Duration::from_secs(20)) {
+            stop_child(&mut child, Duration::from_secs(5));
+            panic!(
+                "dovecot did not restart on port {}:\n{}",
+                self.port,
+                tail(self.log().as_bytes(), 3000)
+            );
+        }
+        self.child = Some(child);
     }
 
     /// Dovecot's log file so far.
@@ -194,6 +209,20 @@ impl Drop for Dovecot {
         }
         self.kill();
     }
+}
+
+/// Runs `dovecot -F -c DIR/dovecot.conf`, stderr to `DIR/dovecot.stderr`.
+fn spawn(bin: &std::path::Path, dir: &TempDir) -> Child {
+    let log = std::fs::File::create(dir.join("dovecot.stderr")).expect("create stderr file");
+    Command::new(bin)
+        .arg("-F")
+        .arg("-c")
+        .arg(dir.join("dovecot.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()))
 }
 
 fn config(dir: &TempDir, id: &Identity, port: u16) -> String {

@@ -6,6 +6,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod cyrus;
 pub mod dovecot;
 pub mod fake_backend;
 pub mod proxy;

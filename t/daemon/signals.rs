@@ -96,7 +96,6 @@ fn sigterm_stops_accepting_drains_and_exits_0_in_fork_mode() {
 
 // The BYE comes from the relay loop once it watches `signals::shutdown_fd()`.
 #[test]
-#[ignore = "needs the relay to watch imapgate::signals::shutdown_fd()"]
 fn sigterm_says_bye_to_sessions_left_after_the_grace_period() {
     drain("thread", true);
     drain("fork", true);
