@@ -136,8 +136,9 @@ pub fn fetch(ep: &Endpoint, user: &str, count: u64, size: u64, repeats: usize, p
 }
 
 /// Opens `n` logged-in sessions that have selected INBOX, with `threads`
-/// threads. Users idle0..idle99 share the load.
-pub fn open_idle(ep: &Endpoint, n: usize, threads: usize) -> (Vec<Conn>, u64, Option<String>) {
+/// threads. Users idle0..idle99 share the load. Returns the sessions, the
+/// sessions that failed 3 attempts, the failed attempts, and the first error.
+pub fn open_idle(ep: &Endpoint, n: usize, threads: usize) -> (Vec<Conn>, u64, u64, Option<String>) {
     let next = Arc::new(Mutex::new(0usize));
     let mut handles = Vec::new();
     for _ in 0..threads {
@@ -147,6 +148,8 @@ pub fn open_idle(ep: &Endpoint, n: usize, threads: usize) -> (Vec<Conn>, u64, Op
             let mut conns = Vec::new();
             let mut errors = 0;
             let mut first = None;
+            let mut retries = 0u64;
+            let mut first_retry = None::<String>;
             loop {
                 let i = {
                     let mut g = next.lock().unwrap();
@@ -156,12 +159,26 @@ pub fn open_idle(ep: &Endpoint, n: usize, threads: usize) -> (Vec<Conn>, u64, Op
                     *g += 1;
                     *g - 1
                 };
-                let r = (|| {
-                    let mut c = Conn::open(&ep, 1024)?;
-                    c.login(&format!("idle{}", i % 100), PASSWORD)?;
-                    c.cmd_ok("s", "SELECT INBOX", None)?;
-                    Ok::<Conn, std::io::Error>(c)
-                })();
+                // Up to 3 attempts per session; every failed attempt is counted.
+                let mut r = Err(err("not tried"));
+                for attempt in 0..3 {
+                    r = (|| {
+                        let mut c = Conn::open(&ep, 1024)?;
+                        c.login(&format!("idle{}", i % 100), PASSWORD)?;
+                        c.cmd_ok("s", "SELECT INBOX", None)?;
+                        Ok::<Conn, std::io::Error>(c)
+                    })();
+                    match &r {
+                        Ok(_) => break,
+                        Err(e) => {
+                            retries += 1;
+                            first_retry.get_or_insert(e.to_string());
+                            if attempt < 2 {
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                        }
+                    }
+                }
                 match r {
                     Ok(c) => conns.push(c),
                     Err(e) => {
@@ -170,19 +187,21 @@ pub fn open_idle(ep: &Endpoint, n: usize, threads: usize) -> (Vec<Conn>, u64, Op
                     }
                 }
             }
-            (conns, errors, first)
+            (conns, errors, first.or(first_retry), retries)
         }));
     }
     let mut all = Vec::new();
     let mut errors = 0;
     let mut first = None;
+    let mut retries = 0;
     for h in handles {
-        let (c, e, f) = h.join().expect("idle thread");
+        let (c, e, f, r) = h.join().expect("idle thread");
         all.extend(c);
         errors += e;
+        retries += r;
         if first.is_none() {
             first = f;
         }
     }
-    (all, errors, first)
+    (all, errors, retries, first)
 }

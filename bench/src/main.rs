@@ -126,6 +126,7 @@ fn main() {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("\nbench: FAILED: {e}");
+            sys::keep_temp();
             1
         }
     };
@@ -169,8 +170,8 @@ fn load_cmd(a: &[String]) -> i32 {
             }
         }
         "idle" => {
-            let (c, errors, first) = load::open_idle(&e, n, 8);
-            println!("{} sessions open, {errors} errors {first:?}; holding {secs} s", c.len());
+            let (c, errors, retries, first) = load::open_idle(&e, n, 8);
+            println!("{} sessions open, {errors} errors, {retries} failed attempts {first:?}; holding {secs} s", c.len());
             std::thread::sleep(Duration::from_secs_f64(secs));
         }
         _ => {
@@ -495,7 +496,15 @@ fn measure(o: &Opts, t: &Target, mode: &str, rep: usize, dports: &[u16], recs: &
         // Memory is not disturbed by other processes' CPU: one attempt.
         prepare(t, dports)?;
         let base = sys::tree_pss_kib(&t.proxy);
-        let (conns, errors, first) = load::open_idle(&t.ep, o.idle, 8);
+        let (conns, errors, retries, first) = load::open_idle(&t.ep, o.idle, 8);
+        if retries > 0 {
+            eprintln!(
+                "bench: {} {mode}: {retries} failed attempts while opening {} idle sessions (first: {})",
+                t.name,
+                o.idle,
+                first.as_deref().unwrap_or("")
+            );
+        }
         if errors > 0 {
             return Err(format!(
                 "{} {mode}: {errors} of {} idle sessions failed: {}",
@@ -511,6 +520,7 @@ fn measure(o: &Opts, t: &Target, mode: &str, rep: usize, dports: &[u16], recs: &
             ("idle_kib_per_session", (after as f64 - base as f64) / conns.len() as f64),
             ("idle_proxy_procs", procs as f64),
             ("idle_proxy_threads", threads as f64),
+            ("idle_failed_attempts", retries as f64),
         ] {
             recs.push(Rec { mode: mode.to_string(), target: t.name.to_string(), rep, metric: metric.into(), value });
         }

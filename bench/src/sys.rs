@@ -49,6 +49,13 @@ pub fn set_temp(dir: &Path, keep: bool) {
     *lock(&TEMP) = Some((dir.to_path_buf(), keep));
 }
 
+/// Keeps the temp dir (configs and logs) for a post-mortem.
+pub fn keep_temp() {
+    if let Some((_, keep)) = lock(&TEMP).as_mut() {
+        *keep = true;
+    }
+}
+
 /// Returns Some(status) if a started process has exited.
 pub fn exited(pid: u32) -> Option<std::process::ExitStatus> {
     let mut started = lock(&STARTED);

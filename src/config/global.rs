@@ -16,7 +16,7 @@ use super::{check_keys, first, value_of};
 pub enum LogTarget {
     /// stderr when running standalone, syslog in inetd mode.
     Auto,
-    /// Standard error (env_logger).
+    /// Standard error.
     Stderr,
     /// syslog with [`Global::syslog_facility`].
     Syslog,
