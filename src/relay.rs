@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::filter::Filter;
-use crate::imap::framer::{AfterContinuation, Event, Framer, Side};
+use crate::imap::framer::{AfterContinuation, Event, Framer, Side, Step};
 use crate::imap::response::{self, Kind};
 use crate::imap::{capability, command};
 use crate::transport::Transport;
@@ -190,6 +190,20 @@ impl Pipe {
             Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
             _ => Ok(total),
         }
+    }
+
+    /// Fast path: frames the next piece, noting where each message starts and holding its
+    /// first line back until it is looked at. Returns the step and whether it began in
+    /// the first line of a message.
+    fn fast_step(&mut self) -> (Step, bool) {
+        if self.framer.at_message_start() {
+            self.msg_start = self.framed;
+            self.hold_from = Some(self.framed);
+        }
+        let was_first = self.framer.in_first_line();
+        let step = self.framer.advance(&self.buf[self.framed..self.end]);
+        self.framed += step.consumed;
+        (step, was_first)
     }
 
     /// Message mode: everything framed was handed to the filter.
@@ -529,13 +543,7 @@ impl Relay {
         }
         while self.c2s.framed < self.c2s.end {
             let pipe = &mut self.c2s;
-            if pipe.framer.at_message_start() {
-                pipe.msg_start = pipe.framed;
-                pipe.hold_from = Some(pipe.framed);
-            }
-            let was_first = pipe.framer.in_first_line();
-            let step = pipe.framer.advance(&pipe.buf[pipe.framed..pipe.end]);
-            pipe.framed += step.consumed;
+            let (step, was_first) = pipe.fast_step();
             if was_first && matches!(step.event, Some(Event::LineEnd(_) | Event::LongLine)) {
                 pipe.hold_from = None;
                 if step.event == Some(Event::LineEnd(None)) {
@@ -587,13 +595,7 @@ impl Relay {
         }
         while self.s2c.framed < self.s2c.end {
             let pipe = &mut self.s2c;
-            if pipe.framer.at_message_start() {
-                pipe.msg_start = pipe.framed;
-                pipe.hold_from = Some(pipe.framed);
-            }
-            let was_first = pipe.framer.in_first_line();
-            let step = pipe.framer.advance(&pipe.buf[pipe.framed..pipe.end]);
-            pipe.framed += step.consumed;
+            let (step, was_first) = pipe.fast_step();
             if was_first && pipe.hold_from.is_some() {
                 let line_done = matches!(step.event, Some(Event::LineEnd(_)));
                 if line_done {
