@@ -327,13 +327,15 @@ impl Conn {
             return Err(unavailable("timed out"));
         }
         let _ = self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1))));
-        let mut chunk = [0u8; 4096];
-        match self.stream.read(&mut chunk) {
+        // Read straight into the heap buffer: a stack array would leave its pages
+        // resident in every session thread's stack for the life of the session.
+        let len = self.buf.len();
+        self.buf.resize(len + 4096, 0);
+        let read = self.stream.read(&mut self.buf[len..]);
+        self.buf.truncate(len + *read.as_ref().unwrap_or(&0));
+        match read {
             Ok(0) => Err(unavailable("connection closed")),
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                Ok(())
-            }
+            Ok(_) => Ok(()),
             Err(e) if is_timeout(&e) => Err(unavailable("timed out")),
             Err(e) => Err(unavailable(format!("read: {e}"))),
         }

@@ -241,7 +241,8 @@ impl Session<'_> {
         input: &mut Vec<u8>,
         deadline: Instant,
     ) -> io::Result<usize> {
-        let mut chunk = [0u8; 4096];
+        // On the heap: stack pages touched here would stay resident for the session.
+        let mut chunk = vec![0u8; 4096];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

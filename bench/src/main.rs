@@ -7,13 +7,16 @@ mod report;
 mod setup;
 mod sys;
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use client::{Conn, Endpoint};
 use report::Rec;
 use setup::*;
+use setup::Relaunch;
 
 const USAGE: &str = "usage: imapgate-bench [--quick] [--tls] [--reps N] [--secs S] [--idle N]
                       [--targets direct,nginx,perdition,imapgate] [--no-install]
@@ -186,8 +189,15 @@ fn load_cmd(a: &[String]) -> i32 {
 pub struct Target {
     pub name: &'static str,
     pub ep: Endpoint,
-    /// Roots of the proxy's process tree (empty for direct Dovecot).
-    pub proxy: Vec<u32>,
+    /// Roots of the proxy's process tree (empty for direct Dovecot); shared by
+    /// the plain and TLS targets of one process, updated when it is restarted.
+    pub proxy: Rc<RefCell<Vec<u32>>>,
+    /// Restarts the proxy (before each idle-memory measurement).
+    pub relaunch: Option<Relaunch>,
+}
+
+fn procs(pids: Vec<u32>) -> Rc<RefCell<Vec<u32>>> {
+    Rc::new(RefCell::new(pids))
 }
 
 fn ep(port: u16, tls: &Option<std::sync::Arc<rustls::ClientConfig>>) -> Endpoint {
@@ -255,34 +265,41 @@ fn run(o: &Opts) -> Result<(), String> {
             .map_err(|e| format!("warm-up {user}: {e}\n{}", dovecot_log(&dir)))?;
     }
 
+    std::thread::sleep(Duration::from_secs(1));
+    *DOVECOT.lock().unwrap() = (dovecot.pid, sys::tree(dovecot.pid).len());
+
     // Targets per mode; None = not available (printed as n/a).
     let mut modes: Vec<(&'static str, Vec<(&'static str, Option<Target>)>)> = Vec::new();
     let mut plain = Vec::new();
     let mut tls = Vec::new();
     let tls_none: Option<std::sync::Arc<rustls::ClientConfig>> = None;
     if want("direct") {
-        plain.push(("direct", Some(Target { name: "direct", ep: ep(dovecot.port, &tls_none), proxy: vec![] })));
-        tls.push(("direct", Some(Target { name: "direct", ep: ep(dovecot.tls_port, &tls_cfg), proxy: vec![] })));
+        plain.push(("direct", Some(Target { name: "direct", ep: ep(dovecot.port, &tls_none), proxy: procs(vec![]), relaunch: None })));
+        tls.push(("direct", Some(Target { name: "direct", ep: ep(dovecot.tls_port, &tls_cfg), proxy: procs(vec![]), relaunch: None })));
     }
     if want("nginx") {
         let n = start_nginx(&dir, dovecot.port, o.tls, nofile)?;
-        plain.push(("nginx", Some(Target { name: "nginx", ep: ep(n.port, &tls_none), proxy: vec![n.pid] })));
-        tls.push(("nginx", Some(Target { name: "nginx", ep: ep(n.tls_port, &tls_cfg), proxy: vec![n.pid] })));
+        let pr = procs(vec![n.pid]);
+        let rl = Some(n.relaunch.clone());
+        plain.push(("nginx", Some(Target { name: "nginx", ep: ep(n.port, &tls_none), proxy: pr.clone(), relaunch: rl.clone() })));
+        tls.push(("nginx", Some(Target { name: "nginx", ep: ep(n.tls_port, &tls_cfg), proxy: pr, relaunch: rl })));
     }
     if want("perdition") {
         let p = start_perdition(&dir, dovecot.port, false)?;
-        plain.push(("perdition", Some(Target { name: "perdition", ep: ep(p.port, &tls_none), proxy: vec![p.pid] })));
+        plain.push(("perdition", Some(Target { name: "perdition", ep: ep(p.port, &tls_none), proxy: procs(vec![p.pid]), relaunch: Some(p.relaunch) })));
         if o.tls {
             let p = start_perdition(&dir, dovecot.port, true)?;
-            tls.push(("perdition", Some(Target { name: "perdition", ep: ep(p.port, &tls_cfg), proxy: vec![p.pid] })));
+            tls.push(("perdition", Some(Target { name: "perdition", ep: ep(p.port, &tls_cfg), proxy: procs(vec![p.pid]), relaunch: Some(p.relaunch) })));
         }
     }
     if let Some(bin) = &gate_bin {
         let g = start_imapgate(bin, &dir, dovecot.port, o.tls)?;
-        plain.push(("imapgate", Some(Target { name: "imapgate", ep: ep(g.port, &tls_none), proxy: vec![g.pid] })));
+        let pr = procs(vec![g.pid]);
+        let rl = Some(g.relaunch.clone());
+        plain.push(("imapgate", Some(Target { name: "imapgate", ep: ep(g.port, &tls_none), proxy: pr.clone(), relaunch: rl.clone() })));
         tls.push((
             "imapgate",
-            g.tls_port.map(|p| Target { name: "imapgate", ep: ep(p, &tls_cfg), proxy: vec![g.pid] }),
+            g.tls_port.map(|p| Target { name: "imapgate", ep: ep(p, &tls_cfg), proxy: pr, relaunch: rl }),
         ));
     }
     modes.push(("plain", plain));
@@ -306,7 +323,7 @@ fn run(o: &Opts) -> Result<(), String> {
         for (mode, targets) in &modes {
             for (name, t) in targets {
                 if let Some(t) = t {
-                    println!("{mode:5} {name:9} {} proxy pids {:?}", t.ep.addr, t.proxy);
+                    println!("{mode:5} {name:9} {} proxy pids {:?}", t.ep.addr, t.proxy.borrow());
                 }
             }
         }
@@ -384,11 +401,24 @@ fn foreign() -> f64 {
     sys::machine_busy() - sys::ours_cpu()
 }
 
-/// Waits until no session is open to Dovecot (previous scenario's sessions gone).
+/// Dovecot's master PID and its process count when idle.
+static DOVECOT: std::sync::Mutex<(u32, usize)> = std::sync::Mutex::new((0, 0));
+
+/// Waits until no session is open to Dovecot (previous scenario's sessions
+/// gone) and Dovecot's surplus imap processes have exited.
 fn quiet(dports: &[u16]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline && dports.iter().map(|&p| sys::established(p)).sum::<usize>() > 0 {
         std::thread::sleep(Duration::from_millis(100));
+    }
+    let (pid, base) = *DOVECOT.lock().unwrap();
+    if pid != 0 {
+        while Instant::now() < deadline && sys::tree(pid).len() > base + 8 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if sys::tree(pid).len() > base + 8 {
+            eprintln!("bench: warning: Dovecot still has {} processes (idle: {base})", sys::tree(pid).len());
+        }
     }
     std::thread::sleep(Duration::from_millis(300));
 }
@@ -397,7 +427,7 @@ fn quiet(dports: &[u16]) {
 /// alive, and (for up to 30 s) the machine not busy with other work.
 fn prepare(t: &Target, dports: &[u16]) -> Result<(), String> {
     quiet(dports);
-    for &p in &t.proxy {
+    for &p in t.proxy.borrow().iter() {
         if let Some(st) = sys::exited(p) {
             return Err(format!("{} (pid {p}) is gone: {st}", t.name));
         }
@@ -419,6 +449,7 @@ const REDO_ABOVE_PCT: f64 = 20.0;
 fn measure(o: &Opts, t: &Target, mode: &str, rep: usize, dports: &[u16], recs: &mut Vec<Rec>) -> Result<(), String> {
     let dur = Duration::from_secs_f64(o.secs);
     let ncpu = sys::ncpu() as f64;
+    let proxy = t.proxy.borrow().clone();
     // Runs one scenario up to 3 times while other processes used more than
     // REDO_ABOVE_PCT of the machine during it; keeps the last attempt.
     let mut scenario = |what: &str, f: &mut dyn FnMut(&mut Vec<(String, f64)>) -> Result<f64, String>| -> Result<(), String> {
@@ -445,9 +476,9 @@ fn measure(o: &Opts, t: &Target, mode: &str, rep: usize, dports: &[u16], recs: &
 
     for clients in [16usize, 64] {
         scenario(&format!("login{clients}"), &mut |out| {
-            let (g0, p0, w0, f0) = (sys::self_cpu(), sys::tree_cpu(&t.proxy), Instant::now(), foreign());
+            let (g0, p0, w0, f0) = (sys::self_cpu(), sys::tree_cpu(&proxy), Instant::now(), foreign());
             let r = load::login_loop(&t.ep, clients, dur, &format!("l{clients}u"));
-            let (g1, p1, wall) = (sys::self_cpu(), sys::tree_cpu(&t.proxy), w0.elapsed().as_secs_f64());
+            let (g1, p1, wall) = (sys::self_cpu(), sys::tree_cpu(&proxy), w0.elapsed().as_secs_f64());
             let foreign_pct = 100.0 * (foreign() - f0) / wall / ncpu;
             if r.sessions == 0 {
                 return Err(format!("{} {mode}: login loop: no session completed: {:?}", t.name, r.first_error));
@@ -466,7 +497,7 @@ fn measure(o: &Opts, t: &Target, mode: &str, rep: usize, dports: &[u16], recs: &
             out.push((m("p99_ms"), r.p99_ms));
             out.push((m("errors"), r.errors as f64));
             out.push((m("gen_cpu_pct"), 100.0 * (g1 - g0) / wall / ncpu));
-            if !t.proxy.is_empty() {
+            if !proxy.is_empty() {
                 out.push((m("cpu_s_per_1000"), (p1 - p0) / r.sessions as f64 * 1000.0));
             }
             Ok(foreign_pct)
@@ -479,23 +510,36 @@ fn measure(o: &Opts, t: &Target, mode: &str, rep: usize, dports: &[u16], recs: &
     ] {
         scenario(name, &mut |out| {
             let (g0, f0) = (sys::self_cpu(), foreign());
-            let f = load::fetch(&t.ep, user, count as u64, size as u64, rounds, &t.proxy)
+            let f = load::fetch(&t.ep, user, count as u64, size as u64, rounds, &proxy)
                 .map_err(|e| format!("{} {mode} {name} FETCH: {e}", t.name))?;
             let g1 = sys::self_cpu();
             let foreign_pct = 100.0 * (foreign() - f0) / f.secs / ncpu;
             out.push((format!("{name}_mb_s"), f.bytes as f64 / 1e6 / f.secs));
             out.push((format!("{name}_gen_cpu_pct"), 100.0 * (g1 - g0) / f.secs / ncpu));
-            if !t.proxy.is_empty() {
+            if !proxy.is_empty() {
                 out.push((format!("{name}_cpu_s_per_gb"), f.proxy_cpu / (f.bytes as f64 / 1e9)));
             }
             Ok(foreign_pct)
         })?;
     }
 
-    if !t.proxy.is_empty() && o.idle > 0 {
-        // Memory is not disturbed by other processes' CPU: one attempt.
+    if !proxy.is_empty() && o.idle > 0 {
+        // Memory is not disturbed by other processes' CPU: one attempt. The
+        // proxy is restarted first: allocators keep freed memory, so a proxy
+        // that already served 1000 sessions would show no growth at all.
+        if let Some(relaunch) = &t.relaunch {
+            for &p in &proxy {
+                sys::stop(p);
+            }
+            let pid = relaunch()?;
+            *t.proxy.borrow_mut() = vec![pid];
+        }
+        let proxy = t.proxy.borrow().clone();
         prepare(t, dports)?;
-        let base = sys::tree_pss_kib(&t.proxy);
+        // One session first, so one-time lazy initialisation is in the baseline.
+        drop(load::open_idle(&t.ep, 1, 1));
+        quiet(dports);
+        let base = sys::tree_pss_kib(&proxy);
         let (conns, errors, retries, first) = load::open_idle(&t.ep, o.idle, 8);
         if retries > 0 {
             eprintln!(
@@ -514,8 +558,8 @@ fn measure(o: &Opts, t: &Target, mode: &str, rep: usize, dports: &[u16], recs: &
             ));
         }
         std::thread::sleep(Duration::from_millis(1500));
-        let after = sys::tree_pss_kib(&t.proxy);
-        let (procs, threads) = sys::tree_counts(&t.proxy);
+        let after = sys::tree_pss_kib(&proxy);
+        let (procs, threads) = sys::tree_counts(&proxy);
         for (metric, value) in [
             ("idle_kib_per_session", (after as f64 - base as f64) / conns.len() as f64),
             ("idle_proxy_procs", procs as f64),

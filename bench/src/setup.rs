@@ -304,6 +304,10 @@ service imap {{
   # reuse imap processes (all users share one uid here), keep some ready
   service_count = {imap_service_count}
   process_min_avail = {imap_min_avail}
+  # surplus processes left by the 1000 idle sessions go away quickly; a
+  # thousand idle imap processes all woken by every new login would slow
+  # every later measurement down
+  idle_kill = 2 secs
 }}
 service anvil {{
   unix_listener anvil-auth-penalty {{
@@ -338,10 +342,34 @@ pub fn dovecot_log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("dovecot/dovecot.log")).unwrap_or_default()
 }
 
+// ------------------------------------------------------------ launcher ----
+
+/// Starts the process again (same command, same ports); returns the new PID.
+pub type Relaunch = std::rc::Rc<dyn Fn() -> Res<u32>>;
+
+/// Spawns `make()` as `name`, waits for `ports`; the returned closure does the
+/// same again (after the caller stopped the old process). `log` is shown on failure.
+fn launch(name: &'static str, make: impl Fn() -> Res<Command> + 'static, ports: Vec<u16>, log: PathBuf) -> Res<(u32, Relaunch)> {
+    let start: Relaunch = std::rc::Rc::new(move || {
+        let mut cmd = make()?;
+        let pid = spawn(name, &mut cmd).map_err(|e| format!("{name}: {e}"))?;
+        if !ports.iter().all(|&p| wait_port(p, pid, Duration::from_secs(10))) {
+            return Err(format!(
+                "{name} did not start:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ));
+        }
+        Ok(pid)
+    });
+    let pid = start()?;
+    Ok((pid, start))
+}
+
 // ------------------------------------------------------------ imapgate ----
 
 pub struct Imapgate {
     pub pid: u32,
+    pub relaunch: Relaunch,
     pub port: u16,
     /// None: this build has no TLS listener support.
     pub tls_port: Option<u16>,
@@ -392,21 +420,18 @@ pub fn start_imapgate(bin: &Path, dir: &Path, dovecot_port: u16, tls: bool) -> R
     }
     let conf = d.join("imapgate.ini");
     write(&conf, &imapgate_conf(dovecot_port, port, tls_port.map(|tp| (tp, dir.join("tls"))).as_ref().map(|(p, t)| (*p, t.as_path()))))?;
-    let log = std::fs::File::create(d.join("imapgate.log")).map_err(|e| e.to_string())?;
-    let pid = spawn(
-        "imapgate",
-        Command::new(bin).arg("-f").arg(&conf).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log),
-    )
-    .map_err(|e| format!("imapgate: {e}"))?;
-    let up = wait_port(port, pid, Duration::from_secs(10))
-        && tls_port.map_or(true, |tp| wait_port(tp, pid, Duration::from_secs(5)));
-    if !up {
-        return Err(format!(
-            "imapgate did not start:\n{}",
-            std::fs::read_to_string(d.join("imapgate.log")).unwrap_or_default()
-        ));
-    }
-    Ok(Imapgate { pid, port, tls_port })
+    let (bin, logp) = (bin.to_path_buf(), d.join("imapgate.log"));
+    let log_for_cmd = logp.clone();
+    let mut ports = vec![port];
+    ports.extend(tls_port);
+    let make = move || {
+        let log = std::fs::File::options().create(true).append(true).open(&log_for_cmd).map_err(|e| e.to_string())?;
+        let mut c = Command::new(&bin);
+        c.arg("-f").arg(&conf).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        Ok(c)
+    };
+    let (pid, relaunch) = launch("imapgate", make, ports, logp)?;
+    Ok(Imapgate { pid, relaunch, port, tls_port })
 }
 
 // --------------------------------------------------------------- nginx ----
@@ -450,6 +475,7 @@ pub fn authd_main(port: u16, dovecot_port: u16) -> ! {
 #[allow(dead_code)]
 pub struct Nginx {
     pub pid: u32,
+    pub relaunch: Relaunch,
     pub authd_pid: u32,
     pub port: u16,
     pub tls_port: u16,
@@ -522,35 +548,27 @@ mail {{
     if !check.status.success() {
         return Err(format!("nginx -t: {}", String::from_utf8_lossy(&check.stderr)));
     }
-    let err = std::fs::File::create(d.join("nginx.stderr")).map_err(|e| e.to_string())?;
-    let pid = spawn(
-        "nginx",
-        Command::new(&bin)
-            .arg("-p")
-            .arg(&d)
-            .arg("-e")
-            .arg(d.join("logs/error.log"))
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err),
-    )
-    .map_err(|e| format!("nginx: {e}"))?;
-    let up = wait_port(port, pid, Duration::from_secs(10)) && (!tls || wait_port(tls_port, pid, Duration::from_secs(5)));
-    if !up {
-        return Err(format!(
-            "nginx did not start:\n{}",
-            std::fs::read_to_string(d.join("logs/error.log")).unwrap_or_default()
-        ));
+    let errlog = d.join("logs/error.log");
+    let make = move || {
+        let err = std::fs::File::options().create(true).append(true).open(d.join("nginx.stderr")).map_err(|e| e.to_string())?;
+        let mut c = Command::new(&bin);
+        c.arg("-p").arg(&d).arg("-e").arg(d.join("logs/error.log")).arg("-c").arg(&conf_path);
+        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
+        Ok(c)
+    };
+    let mut ports = vec![port];
+    if tls {
+        ports.push(tls_port);
     }
-    Ok(Nginx { pid, authd_pid, port, tls_port })
+    let (pid, relaunch) = launch("nginx", make, ports, errlog)?;
+    Ok(Nginx { pid, relaunch, authd_pid, port, tls_port })
 }
 
 // ----------------------------------------------------------- perdition ----
 
 pub struct Perdition {
     pub pid: u32,
+    pub relaunch: Relaunch,
     pub port: u16,
 }
 
@@ -563,35 +581,34 @@ pub fn start_perdition(dir: &Path, dovecot_port: u16, tls: bool) -> Res<Perditio
     set_mode(&d, 0o777);
     let port = free_port();
     let name = if tls { "perdition-tls" } else { "perdition" };
-    let mut cmd = Command::new(bin);
-    cmd.arg("--no_daemon")
-        .args(["--config_file", "/dev/null"])
-        .args(["--protocol", if tls { "IMAP4S" } else { "IMAP4" }])
-        .args(["--bind_address", "127.0.0.1"])
-        .args(["--listen_port", &port.to_string()])
-        .args(["--outgoing_server", &format!("127.0.0.1:{dovecot_port}")])
-        .args(["--map_library", ""])
-        .arg("--server_resp_line")
-        .args(["--imap_capability", "IMAP4 IMAP4rev1 LITERAL+"])
-        .arg(format!("--pid_file={}", d.join(format!("{name}.pid")).display()));
-    if is_root() {
-        cmd.args(["--username", "nobody", "--group", "nogroup"]);
-    }
-    if tls {
-        cmd.args(["--ssl_mode", "ssl_listen"])
-            .arg("--ssl_cert_file")
-            .arg(dir.join("tls/cert.pem"))
-            .arg("--ssl_key_file")
-            .arg(dir.join("tls/key.pem"));
-    }
-    let err = std::fs::File::create(d.join(format!("{name}.stderr"))).map_err(|e| e.to_string())?;
-    let pid = spawn(name, cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err))
-        .map_err(|e| format!("perdition: {e}"))?;
-    if !wait_port(port, pid, Duration::from_secs(10)) {
-        return Err(format!(
-            "perdition did not start:\n{}",
-            std::fs::read_to_string(d.join(format!("{name}.stderr"))).unwrap_or_default()
-        ));
-    }
-    Ok(Perdition { pid, port })
+    let errp = d.join(format!("{name}.stderr"));
+    let (errp2, tlsdir) = (errp.clone(), dir.join("tls"));
+    let make = move || {
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--no_daemon")
+            .args(["--config_file", "/dev/null"])
+            .args(["--protocol", if tls { "IMAP4S" } else { "IMAP4" }])
+            .args(["--bind_address", "127.0.0.1"])
+            .args(["--listen_port", &port.to_string()])
+            .args(["--outgoing_server", &format!("127.0.0.1:{dovecot_port}")])
+            .args(["--map_library", ""])
+            .arg("--server_resp_line")
+            .args(["--imap_capability", "IMAP4 IMAP4rev1 LITERAL+"])
+            .arg(format!("--pid_file={}", d.join(format!("{name}.pid")).display()));
+        if is_root() {
+            cmd.args(["--username", "nobody", "--group", "nogroup"]);
+        }
+        if tls {
+            cmd.args(["--ssl_mode", "ssl_listen"])
+                .arg("--ssl_cert_file")
+                .arg(tlsdir.join("cert.pem"))
+                .arg("--ssl_key_file")
+                .arg(tlsdir.join("key.pem"));
+        }
+        let err = std::fs::File::options().create(true).append(true).open(&errp2).map_err(|e| e.to_string())?;
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
+        Ok(cmd)
+    };
+    let (pid, relaunch) = launch(name, make, vec![port], errp)?;
+    Ok(Perdition { pid, relaunch, port })
 }

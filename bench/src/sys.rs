@@ -67,11 +67,33 @@ pub fn exited(pid: u32) -> Option<std::process::ExitStatus> {
     None
 }
 
+/// Stops one process we started (and its tree), by PID.
+pub fn stop(pid: u32) {
+    let mut one: Vec<Started> = {
+        let mut started = lock(&STARTED);
+        let (one, rest) = std::mem::take(&mut *started).into_iter().partition(|s| s.child.id() == pid);
+        *started = rest;
+        one
+    };
+    kill_all(&mut one);
+}
+
 /// Kills every process we started, with its descendants, by PID.
 pub fn cleanup() {
     let mut started = std::mem::take(&mut *lock(&STARTED));
     // Most recent first: proxies before Dovecot.
     started.reverse();
+    kill_all(&mut started);
+    if let Some((dir, keep)) = lock(&TEMP).take() {
+        if keep {
+            eprintln!("bench: kept {}", dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+fn kill_all(started: &mut [Started]) {
     for s in started.iter_mut() {
         let pid = s.child.id();
         if s.child.try_wait().ok().flatten().is_some() {
@@ -94,13 +116,6 @@ pub fn cleanup() {
             if start_time(p) == Some(start) {
                 unsafe { libc::kill(p as i32, libc::SIGKILL) };
             }
-        }
-    }
-    if let Some((dir, keep)) = lock(&TEMP).take() {
-        if keep {
-            eprintln!("bench: kept {}", dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&dir);
         }
     }
 }
