@@ -29,6 +29,9 @@ use crate::transport::Transport;
 /// Size of each direction's buffer while data flows; released when the pipe is empty.
 const BUF_SIZE: usize = 64 * 1024;
 
+/// How long an empty pipe keeps its buffer before giving it back.
+const BUFFER_LINGER: Duration = Duration::from_secs(1);
+
 /// In message mode, stop reading a peer while this much waits to go the other way.
 const QUEUE_HIGH_WATER: usize = 256 * 1024;
 
@@ -237,6 +240,11 @@ impl Pipe {
         self.framed = from;
     }
 
+    /// True while the pipe holds an allocated but empty buffer.
+    fn idle_buffer(&self) -> bool {
+        self.end == 0 && !self.buf.is_empty()
+    }
+
     /// Gives the memory back while the pipe is empty, so idle sessions stay small.
     fn release_if_empty(&mut self) {
         if self.end == 0 && !self.buf.is_empty() {
@@ -323,8 +331,6 @@ impl Relay {
             if let Some(end) = self.finished() {
                 return end;
             }
-            self.c2s.release_if_empty();
-            self.s2c.release_if_empty();
             let (client_ev, backend_ev) = match self.wait(last_activity) {
                 Ok(Some(_)) if crate::signals::is_shutting_down() => return End::Shutdown,
                 Ok(Some(events)) => events,
@@ -487,17 +493,29 @@ impl Relay {
                     .min(d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))),
                 None => left,
             };
+            // Buffers stay while data flows (no free, malloc and zero-fill per chunk) and
+            // are given back after a second of quiet, so idle sessions stay small.
+            let holding = self.c2s.idle_buffer() || self.s2c.idle_buffer();
+            let left = if holding { left.min(BUFFER_LINGER) } else { left };
             let ms = if ready_now { 0 } else { left.as_millis().min(i32::MAX as u128) as i32 };
-            // The third descriptor wakes the loop when imapgate is stopping.
+            // The third descriptor wakes the loop when imapgate is stopping (without
+            // one, the client socket is listed again with no events asked for).
             let shutdown = crate::signals::shutdown_fd();
-            let mut fds = vec![
-                PollFd::new(self.client.socket().as_fd(), client_want),
+            let client_fd = self.client.socket().as_fd();
+            let mut fds = [
+                PollFd::new(client_fd, client_want),
                 PollFd::new(self.backend.socket().as_fd(), backend_want),
+                match shutdown {
+                    Some(fd) => PollFd::new(fd, PollFlags::POLLIN),
+                    None => PollFd::new(client_fd, PollFlags::empty()),
+                },
             ];
-            if let Some(fd) = shutdown {
-                fds.push(PollFd::new(fd, PollFlags::POLLIN));
-            }
             match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+                Ok(0) if holding && !ready_now => {
+                    self.c2s.release_if_empty();
+                    self.s2c.release_if_empty();
+                    continue;
+                }
                 Ok(0) if ready_now || rule_deadline.is_some() => {
                     return Ok(Some((PollFlags::empty(), PollFlags::empty())))
                 }
