@@ -101,6 +101,8 @@ struct Pipe {
     /// The source may hold data that poll cannot see: TLS plaintext rustls already
     /// decrypted, or more socket data after a read that filled the buffer.
     maybe_more: bool,
+    /// The last read filled all the free space: a bulk transfer is under way.
+    bulk: bool,
     /// Where the message being framed began in `buf` (fast path head checks).
     msg_start: usize,
     /// Fast path: the first line of a command from here on is held back until its head
@@ -119,6 +121,7 @@ impl Pipe {
             eof: false,
             head_seen: false,
             maybe_more: false,
+            bulk: false,
             msg_start: 0,
             hold_from: None,
         };
@@ -165,6 +168,7 @@ impl Pipe {
         self.end += n;
         self.eof |= n == 0;
         self.maybe_more = n > 0 && (n == room || src.is_tls());
+        self.bulk = n == room;
         Ok(n)
     }
 
@@ -240,9 +244,17 @@ impl Pipe {
         self.framed = from;
     }
 
-    /// True while the pipe holds an allocated but empty buffer.
+    /// True while the pipe keeps an empty buffer because a bulk transfer may go on.
     fn idle_buffer(&self) -> bool {
-        self.end == 0 && !self.buf.is_empty()
+        self.end == 0 && !self.buf.is_empty() && self.bulk
+    }
+
+    /// Gives the memory back while the pipe is empty, unless a bulk transfer is under way
+    /// (then `wait` gives it back after `BUFFER_LINGER` of quiet).
+    fn release_unless_bulk(&mut self) {
+        if !self.bulk {
+            self.release_if_empty();
+        }
     }
 
     /// Gives the memory back while the pipe is empty, so idle sessions stay small.
@@ -331,6 +343,8 @@ impl Relay {
             if let Some(end) = self.finished() {
                 return end;
             }
+            self.c2s.release_unless_bulk();
+            self.s2c.release_unless_bulk();
             let (client_ev, backend_ev) = match self.wait(last_activity) {
                 Ok(Some(_)) if crate::signals::is_shutting_down() => return End::Shutdown,
                 Ok(Some(events)) => events,
@@ -493,8 +507,9 @@ impl Relay {
                     .min(d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))),
                 None => left,
             };
-            // Buffers stay while data flows (no free, malloc and zero-fill per chunk) and
-            // are given back after a second of quiet, so idle sessions stay small.
+            // Buffers stay while bulk data flows (no free, malloc and zero-fill per chunk)
+            // and are given back after a second of quiet; after small, interactive reads
+            // they go at once, so sessions that go idle stay small.
             let holding = self.c2s.idle_buffer() || self.s2c.idle_buffer();
             let left = if holding { left.min(BUFFER_LINGER) } else { left };
             let ms = if ready_now { 0 } else { left.as_millis().min(i32::MAX as u128) as i32 };
@@ -512,8 +527,10 @@ impl Relay {
             ];
             match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
                 Ok(0) if holding && !ready_now => {
-                    self.c2s.release_if_empty();
-                    self.s2c.release_if_empty();
+                    for pipe in [&mut self.c2s, &mut self.s2c] {
+                        pipe.bulk = false;
+                        pipe.release_if_empty();
+                    }
                     continue;
                 }
                 Ok(0) if ready_now || rule_deadline.is_some() => {
