@@ -375,12 +375,29 @@ pub struct Imapgate {
     pub tls_port: Option<u16>,
 }
 
+/// Rule sections for the rule-engine cost measurement (issue 5); a listener uses them
+/// only when `IMAPGATE_BENCH_RULES` names a set.
+const RULE_SECTIONS: &str = "\n[rule no-delete]\ntype = commands\ndeny = DELETE EXPUNGE\n\n\
+    [rule audit-all]\ntype = audit\nfile = /dev/null\n\n\
+    [rule hide-groupware]\ntype = hide_folders\nfolders = Calendar Contacts Tasks Notes Journal Configuration\n";
+
+/// `IMAPGATE_BENCH_RULES`: `commands-audit`, `hide-folders`, or unset for no rules.
+fn rules_line() -> &'static str {
+    match std::env::var("IMAPGATE_BENCH_RULES").as_deref() {
+        Ok("commands-audit") => "rules = no-delete, audit-all\n",
+        Ok("hide-folders") => "rules = hide-groupware\n",
+        _ => "",
+    }
+}
+
 fn imapgate_conf(dovecot_port: u16, port: u16, tls: Option<(u16, &Path)>) -> String {
+    let rules = rules_line();
     let mut s = format!(
         "[global]\nlog_level = warn\n\n[backend dovecot]\nhost = 127.0.0.1\nport = {dovecot_port}\n\n\
          [map users]\ntype = static\ndefault = dovecot\n\n\
-         [listener imap]\nlisten = 127.0.0.1:{port}\nmap = users\n"
+         [listener imap]\nlisten = 127.0.0.1:{port}\nmap = users\n{rules}"
     );
+    s += RULE_SECTIONS;
     if let Some((tp, tlsdir)) = tls {
         s += &format!(
             "\n[listener imaps]\nlisten = 127.0.0.1:{tp}\nmap = users\ntls = implicit\ncert = {c}\nkey = {k}\n",
