@@ -22,16 +22,17 @@ pub struct Dovecot {
     dir: TempDir,
 }
 
-struct Identity {
-    internal_user: String,
-    internal_group: String,
-    login_user: String,
-    uid: u32,
-    gid: u32,
-    root: bool,
+/// Who a private Dovecot runs as: the dovecot users when root, else the current user.
+pub struct Identity {
+    pub internal_user: String,
+    pub internal_group: String,
+    pub login_user: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub root: bool,
 }
 
-fn identity() -> Identity {
+pub fn identity() -> Identity {
     use nix::unistd::{getegid, geteuid, User};
     if geteuid().is_root() {
         let dv = User::from_name("dovecot")

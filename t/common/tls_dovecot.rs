@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::dovecot::{identity, Identity};
 use super::{free_port, require_tool, stop_child, tail, wait_for_port, TempDir};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -91,47 +92,6 @@ impl Drop for TlsDovecot {
             while Instant::now() < deadline && self.dir.join("run/master.pid").exists() {
                 std::thread::sleep(Duration::from_millis(20));
             }
-        }
-    }
-}
-
-struct Identity {
-    internal_user: String,
-    internal_group: String,
-    login_user: String,
-    uid: u32,
-    gid: u32,
-    root: bool,
-}
-
-/// As in `dovecot.rs`: the dovecot users when root, else the current user.
-fn identity() -> Identity {
-    use nix::unistd::{getegid, geteuid, Group, User};
-    if geteuid().is_root() {
-        let dv = User::from_name("dovecot")
-            .ok()
-            .flatten()
-            .expect("user `dovecot` missing: install the Debian package dovecot-imapd");
-        let dn = User::from_name("dovenull").ok().flatten();
-        Identity {
-            internal_user: "dovecot".into(),
-            internal_group: "dovecot".into(),
-            login_user: dn.map_or_else(|| "dovecot".into(), |u| u.name),
-            uid: dv.uid.as_raw(),
-            gid: dv.gid.as_raw(),
-            root: true,
-        }
-    } else {
-        let me =
-            User::from_uid(geteuid()).ok().flatten().expect("current user has no passwd entry");
-        let group = Group::from_gid(getegid()).ok().flatten().expect("current group has no entry");
-        Identity {
-            internal_user: me.name.clone(),
-            internal_group: group.name,
-            login_user: me.name,
-            uid: geteuid().as_raw(),
-            gid: getegid().as_raw(),
-            root: false,
         }
     }
 }
