@@ -11,7 +11,6 @@ pub mod backends;
 pub mod cli;
 pub mod config;
 pub mod discovery;
-pub mod filter;
 pub mod fork;
 pub mod imap;
 pub mod inetd;

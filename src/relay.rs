@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use crate::filter::Filter;
 use crate::imap::framer::{AfterContinuation, Event, Framer, Side, Step};
 use crate::imap::response::{self, Kind};
 use crate::imap::{capability, command};
+use crate::session::exchange::{Exchange, Stop};
 use crate::transport::Transport;
 
 /// Size of each direction's buffer while data flows; released when the pipe is empty.
@@ -31,9 +31,6 @@ const BUF_SIZE: usize = 64 * 1024;
 
 /// How long an empty pipe keeps its buffer before giving it back.
 const BUFFER_LINGER: Duration = Duration::from_secs(1);
-
-/// In message mode, stop reading a peer while this much waits to go the other way.
-const QUEUE_HIGH_WATER: usize = 256 * 1024;
 
 /// Commands that would change the byte stream under the framer (RFC 4978 COMPRESS; a
 /// second TLS layer): refused after login, since the relay could no longer frame it.
@@ -213,7 +210,7 @@ impl Pipe {
         (step, was_first)
     }
 
-    /// Message mode: everything framed was handed to the filter.
+    /// Judged mode: everything framed was handed to the exchange.
     fn consumed(&mut self) {
         self.start = self.framed;
         if self.start == self.end {
@@ -277,8 +274,8 @@ pub struct Relay {
     closing: bool,
     /// The server said BYE: it closes next, and the client was told why.
     server_bye: bool,
-    /// Message mode, when the session has rules.
-    filter: Option<Filter>,
+    /// The judged exchange, when the session has rules.
+    exchange: Option<Exchange>,
     /// imapgate's own answers in the fast path, sent at the next server message boundary.
     inject: Vec<u8>,
     /// The capabilities the client was shown after login: every capability list the
@@ -294,7 +291,7 @@ impl Relay {
         from_client: Vec<u8>,
         from_backend: Vec<u8>,
         idle_timeout: Duration,
-        filter: Option<Filter>,
+        exchange: Option<Exchange>,
         shown: Vec<String>,
     ) -> io::Result<Relay> {
         client.set_nonblocking(true)?;
@@ -308,7 +305,7 @@ impl Relay {
             counters: Counters::default(),
             closing: false,
             server_bye: false,
-            filter,
+            exchange,
             inject: Vec::new(),
             shown,
         })
@@ -317,6 +314,9 @@ impl Relay {
     /// Relays until one side ends the session; returns how it ended and the byte counts.
     pub fn run(mut self) -> (End, Counters) {
         let end = self.run_loop();
+        if let Some(exchange) = self.exchange.as_mut() {
+            exchange.finish();
+        }
         match &end {
             End::BackendClosed(why) => {
                 self.say_bye(&format!("* BYE [UNAVAILABLE] Backend server {why}.\r\n"));
@@ -334,8 +334,8 @@ impl Relay {
         let mut last_activity = Instant::now();
         loop {
             self.frame();
-            if let Some(filter) = self.filter.as_mut() {
-                filter.on_time(Instant::now());
+            if let Some(exchange) = self.exchange.as_mut() {
+                exchange.on_time(Instant::now());
             }
             if let Err(end) = self.write_out() {
                 return end;
@@ -371,7 +371,7 @@ impl Relay {
 
     /// Writes what is ready in both directions, without blocking.
     fn write_out(&mut self) -> Result<(), End> {
-        let Some(filter) = self.filter.as_mut() else {
+        let Some(exchange) = self.exchange.as_mut() else {
             match self.s2c.flush(&mut self.client) {
                 Ok(n) => self.counters.to_client += n as u64,
                 Err(e) => return Err(End::ClientError(e.to_string())),
@@ -385,32 +385,33 @@ impl Relay {
         };
         self.c2s.consumed();
         self.s2c.consumed();
-        while !filter.client_pending().is_empty() {
-            match self.client.write(filter.client_pending()) {
+        while !exchange.to_client().is_empty() {
+            match self.client.write(exchange.to_client()) {
                 Ok(0) => return Err(End::ClientError("write returned 0".into())),
                 Ok(n) => {
-                    filter.client_wrote(n);
+                    exchange.client_wrote(n);
                     self.counters.to_client += n as u64;
                 }
                 Err(e) if retry(&e) => break,
                 Err(e) => return Err(End::ClientError(e.to_string())),
             }
         }
-        while let Some(bytes) = filter.backend_front() {
+        while let Some(bytes) = exchange.to_backend() {
             match self.backend.write(bytes) {
                 Ok(0) => return Err(End::BackendClosed("write returned 0".into())),
-                Ok(n) => filter.backend_wrote(n),
+                Ok(n) => exchange.backend_wrote(n),
                 Err(e) if retry(&e) => break,
                 Err(e) => return Err(End::BackendClosed(format!("write failed: {e}"))),
             }
         }
-        for side in [&mut self.client, &mut self.backend] {
-            match side.flush_tls() {
-                Err(e) if !retry(&e) => return Err(End::ClientError(e.to_string())),
-                _ => {}
-            }
+        match self.client.flush_tls() {
+            Err(e) if !retry(&e) => return Err(End::ClientError(e.to_string())),
+            _ => {}
         }
-        Ok(())
+        match self.backend.flush_tls() {
+            Err(e) if !retry(&e) => Err(End::BackendClosed(format!("write failed: {e}"))),
+            _ => Ok(()),
+        }
     }
 
     /// Fast path: imapgate's own answers go out once the server stream is between messages.
@@ -430,43 +431,44 @@ impl Relay {
     }
 
     fn client_pending(&self) -> bool {
-        match &self.filter {
-            Some(f) => !f.client_pending().is_empty(),
+        match &self.exchange {
+            Some(ex) => !ex.to_client().is_empty(),
             None => self.s2c.pending() > 0 || !self.inject.is_empty(),
         }
     }
 
     fn backend_pending(&mut self) -> bool {
-        match self.filter.as_mut() {
-            Some(f) => f.backend_front().is_some(),
+        match self.exchange.as_mut() {
+            Some(ex) => ex.to_backend().is_some(),
             None => self.c2s.pending() > 0,
         }
     }
 
-    /// Room to read from the client: buffer space, and in message mode a short queue.
+    /// Room to read from the client: buffer space, and in judged mode short queues.
     fn client_room(&self) -> bool {
-        self.c2s.has_room()
-            && self.filter.as_ref().is_none_or(|f| f.backend_queued() < QUEUE_HIGH_WATER)
+        self.c2s.has_room() && self.exchange.as_ref().is_none_or(Exchange::wants_client_input)
     }
 
     fn backend_room(&self) -> bool {
-        self.s2c.has_room()
-            && self.filter.as_ref().is_none_or(|f| f.client_queued() < QUEUE_HIGH_WATER)
+        self.s2c.has_room() && self.exchange.as_ref().is_none_or(Exchange::wants_server_input)
     }
 
     /// Decides whether the session is over, once everything framed was written.
     fn finished(&self) -> Option<End> {
-        if let Some(f) = &self.filter {
-            if let Some(reason) = &f.ending {
-                return f.client_pending().is_empty().then(|| End::Rule(reason.clone()));
+        if let Some(ex) = &self.exchange {
+            if let Some(stop) = ex.stop() {
+                return ex.to_client().is_empty().then(|| match stop {
+                    Stop::Rule(reason) => End::Rule(reason.clone()),
+                    Stop::Backend(why) => End::BackendClosed(why.clone()),
+                });
             }
         }
-        let closing = self.closing || self.filter.as_ref().is_some_and(|f| f.closing);
+        let closing = self.closing || self.exchange.as_ref().is_some_and(Exchange::closing);
         if self.s2c.eof && self.s2c.pending() == 0 && !self.client_pending() {
             if closing {
                 return Some(End::Logout);
             }
-            if self.server_bye || self.filter.as_ref().is_some_and(|f| f.server_bye) {
+            if self.server_bye || self.exchange.as_ref().is_some_and(Exchange::server_bye) {
                 return Some(End::BackendBye);
             }
             return Some(End::BackendClosed("closed the connection".into()));
@@ -496,7 +498,7 @@ impl Relay {
         // Data poll cannot see is read at once, without waiting.
         let ready_now = (self.c2s.maybe_more && self.client_room())
             || (self.s2c.maybe_more && self.backend_room());
-        let rule_deadline = self.filter.as_ref().and_then(|f| f.engine.deadline());
+        let rule_deadline = self.exchange.as_ref().and_then(Exchange::deadline);
         loop {
             let left = self.idle_timeout.saturating_sub(last_activity.elapsed());
             if left.is_zero() {
@@ -561,20 +563,10 @@ impl Relay {
 
     fn frame_client(&mut self) -> bool {
         let before = self.c2s.framed;
-        if let Some(filter) = self.filter.as_mut() {
-            let now = Instant::now();
+        if let Some(exchange) = self.exchange.as_mut() {
             let pipe = &mut self.c2s;
-            while pipe.framed < pipe.end {
-                let was_first = pipe.framer.in_first_line();
-                let step = pipe.framer.advance(&pipe.buf[pipe.framed..pipe.end]);
-                let chunk = &pipe.buf[pipe.framed..pipe.framed + step.consumed];
-                filter.client_step(chunk, step.event, &mut pipe.framer, was_first, now);
-                pipe.framed += step.consumed;
-                if step.consumed == 0 && step.event.is_none() {
-                    break;
-                }
-            }
-            return self.c2s.framed != before;
+            pipe.framed += exchange.client_input(&pipe.buf[pipe.framed..pipe.end], Instant::now());
+            return pipe.framed != before;
         }
         while self.c2s.framed < self.c2s.end {
             let pipe = &mut self.c2s;
@@ -617,16 +609,10 @@ impl Relay {
 
     fn frame_server(&mut self) -> bool {
         let before = self.s2c.framed;
-        if let Some(filter) = self.filter.as_mut() {
-            let now = Instant::now();
+        if let Some(exchange) = self.exchange.as_mut() {
             let pipe = &mut self.s2c;
-            while pipe.framed < pipe.end {
-                let step = pipe.framer.advance(&pipe.buf[pipe.framed..pipe.end]);
-                let chunk = &pipe.buf[pipe.framed..pipe.framed + step.consumed];
-                filter.server_step(chunk, step.event, &mut self.c2s.framer, now);
-                pipe.framed += step.consumed;
-            }
-            return self.s2c.framed != before;
+            pipe.framed += exchange.server_input(&pipe.buf[pipe.framed..pipe.end], Instant::now());
+            return pipe.framed != before;
         }
         while self.s2c.framed < self.s2c.end {
             let pipe = &mut self.s2c;

@@ -119,25 +119,28 @@ pub fn required_by(command: &str) -> Option<&'static str> {
 /// shown (`shown` empty: nothing is known, nothing refused). `line` is the command's
 /// first line; ENABLE may only enable what was shown (RFC 5161).
 pub fn refusal(line: &[u8], shown: &[String]) -> Option<String> {
+    let (_, name) = super::command::tag_and_name(line)?;
+    let first = line.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default();
+    let text = String::from_utf8_lossy(first);
+    let enabled = if name == "ENABLE" { text.split_whitespace().skip(2).collect() } else { vec![] };
+    refusal_for(&name, &enabled, shown)
+}
+
+/// Like `refusal`, for a tokenized command: its upper-case name and, for ENABLE, the
+/// capabilities it names.
+pub fn refusal_for(name: &str, enabled: &[&str], shown: &[String]) -> Option<String> {
     if shown.is_empty() {
         return None;
     }
-    let (_, name) = super::command::tag_and_name(line)?;
-    if let Some(cap) = required_by(&name) {
+    if let Some(cap) = required_by(name) {
         if !offers(shown, cap) {
             return Some(format!("NO [CANNOT] {name} is not available here."));
         }
     }
-    if name == "ENABLE" {
-        let first = line.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default();
-        let text = String::from_utf8_lossy(first);
-        for word in text.split_whitespace().skip(2) {
-            if !offers(shown, word) {
-                return Some(format!("NO [CANNOT] {word} is not available here."));
-            }
-        }
-    }
-    None
+    enabled
+        .iter()
+        .find(|word| !offers(shown, word))
+        .map(|word| format!("NO [CANNOT] {word} is not available here."))
 }
 
 /// Glob match for capability patterns (`*` matches any run), case-insensitive.

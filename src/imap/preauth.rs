@@ -230,7 +230,7 @@ impl PreAuth {
         if let Some(tag) = self.authenticating.take() {
             return self.on_sasl_response(tag, &message, out);
         }
-        match command::parse(&message) {
+        match command::parse_pre_login(&message) {
             Ok(cmd) => {
                 self.bad_commands = 0;
                 self.on_command(cmd, out)
@@ -415,19 +415,19 @@ fn parse_id(args: &[Arg]) -> Result<Vec<(String, Option<String>)>, &'static str>
         [Arg::List(items)] if items.len() % 2 == 0 && items.len() / 2 <= ID_MAX_PAIRS => {
             let mut params = Vec::new();
             for pair in items.chunks(2) {
-                let Arg::String(field) = &pair[0] else {
+                let Some(field) = pair[0].string() else {
                     return Err(invalid);
                 };
-                let value = match &pair[1] {
-                    Arg::String(v) if v.len() <= ID_MAX_VALUE => Some(v),
-                    v if v.is_nil() => None,
+                let value = match pair[1].string() {
+                    Some(v) if v.len() <= ID_MAX_VALUE => Some(v),
+                    _ if pair[1].is_nil() => None,
                     _ => return Err(invalid),
                 };
                 if field.len() > ID_MAX_FIELD {
                     return Err(invalid);
                 }
                 let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-                params.push((text(field), value.map(|v| text(v))));
+                params.push((text(field), value.map(text)));
             }
             Ok(params)
         }

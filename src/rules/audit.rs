@@ -57,7 +57,7 @@ fn field(text: &str) -> String {
 
 impl Rule for Session {
     fn on_command(&mut self, cmd: &mut Command, cx: &mut Context) -> Verdict {
-        if cmd.preview {
+        if !cmd.first_look() {
             return Verdict::Pass;
         }
         let mut line = format!(
@@ -99,9 +99,7 @@ mod tests {
         kind.prepare().unwrap();
         let mut rule = kind.start();
         let mut cx = Context { session: 7, user: "alice".into(), ..Context::default() };
-        let mut cmd =
-            Command::parse(b"a1 APPEND Entw&APw-rfe {11}\r\nsecret body\r\n", vec![11], true)
-                .unwrap();
+        let mut cmd = Command::parse(b"a1 APPEND Entw&APw-rfe {11}\r\nsecret body\r\n").unwrap();
         assert_eq!(rule.on_command(&mut cmd, &mut cx), Verdict::Pass);
         let text = std::fs::read_to_string(&path).unwrap();
         let _ = std::fs::remove_file(&path);

@@ -80,7 +80,7 @@ impl Rule for Capabilities {
         }
         if cmd.name == "ENABLE" {
             // RFC 5161: only what the client was shown may be enabled.
-            for arg in cmd.args.iter().flatten() {
+            for arg in &cmd.args {
                 let name =
                     String::from_utf8_lossy(arg.astring().unwrap_or_default()).to_ascii_uppercase();
                 if !visible(&name) {
@@ -139,7 +139,7 @@ mod tests {
     fn commands_needing_a_hidden_capability_are_refused() {
         let mut r = rule("remove", "MOVE compress=deflate CONDSTORE");
         let mut refused = |line: &[u8]| {
-            let mut cmd = Command::parse(line, vec![], true).unwrap();
+            let mut cmd = Command::parse(line).unwrap();
             r.on_command(&mut cmd, &mut cx()) != Verdict::Pass
         };
         assert!(refused(b"a UID MOVE 1:2 Trash\r\n"));

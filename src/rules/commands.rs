@@ -2,6 +2,12 @@
 //! tagged NO. A listed name covers its `UID` form too (`MOVE` denies `UID MOVE`); `UID`
 //! itself covers every UID command. The relay guarantees a refused command's literals
 //! never reach the backend.
+//!
+//! Expunging has more names than EXPUNGE: CLOSE expunges the selected mailbox, MOVE
+//! (RFC 6851) and REPLACE (RFC 8508) expunge what they move or replace. When EXPUNGE is
+//! not permitted, `implicit_expunge = deny` (the default) keeps it so: CLOSE becomes
+//! UNSELECT where the backend offers it (and is refused where it does not), MOVE and
+//! REPLACE are refused. `implicit_expunge = allow` lets them through.
 
 use std::sync::Arc;
 
@@ -11,11 +17,17 @@ use super::{Command, Context, Rule, RuleKind, Verdict};
 /// Commands every allow-list permits: a client must always be able to leave.
 const ALWAYS_ALLOWED: &[&str] = &["LOGOUT"];
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Commands {
     allow: bool,
     names: Vec<String>,
+    /// Commands that expunge implicitly follow EXPUNGE's verdict.
+    guard_implicit: bool,
 }
+
+/// Commands that expunge without being EXPUNGE; CLOSE is handled apart (it can be made
+/// safe by turning it into UNSELECT).
+const EXPUNGING: &[&str] = &["MOVE", "UID MOVE", "REPLACE", "UID REPLACE"];
 
 /// Builds the kind from `deny = NAMES` or `allow = NAMES`.
 pub fn build(settings: &mut Settings) -> Option<Arc<dyn RuleKind>> {
@@ -45,39 +57,65 @@ pub fn build(settings: &mut Settings) -> Option<Arc<dyn RuleKind>> {
         settings.error(line, format!("{bad:?} is not a command name"));
         return None;
     }
-    Some(Arc::new(Commands { allow, names }))
+    let guard_implicit = match settings.get("implicit_expunge") {
+        None => true,
+        Some((v, _)) if v == "deny" => true,
+        Some((v, _)) if v == "allow" => false,
+        Some((v, line)) => {
+            settings.error(line, format!("implicit_expunge: {v:?} is not deny or allow"));
+            return None;
+        }
+    };
+    Some(Arc::new(Commands { allow, names, guard_implicit }))
 }
 
 impl RuleKind for Commands {
     fn start(&self) -> Box<dyn Rule> {
-        Box::new(Session { allow: self.allow, names: self.names.clone() })
+        Box::new(self.clone())
     }
 }
 
-struct Session {
-    allow: bool,
-    names: Vec<String>,
-}
-
-impl Session {
+impl Commands {
     fn listed(&self, name: &str) -> bool {
         let base = name.strip_prefix("UID ").unwrap_or(name);
         let uid = name.starts_with("UID ");
         self.names.iter().any(|n| n == base || (uid && n == "UID"))
     }
+
+    fn permitted(&self, name: &str) -> bool {
+        if self.allow {
+            self.listed(name) || ALWAYS_ALLOWED.contains(&name)
+        } else {
+            !self.listed(name)
+        }
+    }
 }
 
-impl Rule for Session {
-    fn on_command(&mut self, cmd: &mut Command, _cx: &mut Context) -> Verdict {
-        let permitted = if self.allow {
-            self.listed(&cmd.name) || ALWAYS_ALLOWED.contains(&cmd.name.as_str())
-        } else {
-            !self.listed(&cmd.name)
-        };
-        if permitted {
+impl Rule for Commands {
+    fn on_command(&mut self, cmd: &mut Command, cx: &mut Context) -> Verdict {
+        if !self.permitted(&cmd.name) {
+            return Verdict::Reply(format!("NO [NOPERM] {} is not permitted here.", cmd.name));
+        }
+        if !self.guard_implicit || self.permitted("EXPUNGE") {
             return Verdict::Pass;
         }
-        Verdict::Reply(format!("NO [NOPERM] {} is not permitted here.", cmd.name))
+        if cmd.name == "CLOSE" {
+            if crate::imap::capability::has(&cx.capabilities, "UNSELECT") {
+                // Leaves the mailbox like CLOSE, without expunging it.
+                cmd.name = "UNSELECT".into();
+                return Verdict::Pass;
+            }
+            return Verdict::Reply(
+                "NO [NOPERM] CLOSE would expunge; EXPUNGE is not permitted here.".into(),
+            );
+        }
+        if EXPUNGING.contains(&cmd.name.as_str()) {
+            return Verdict::Reply(format!(
+                "NO [NOPERM] {} expunges; EXPUNGE is not permitted here.",
+                cmd.name
+            ));
+        }
+        Verdict::Pass
     }
 }
 
@@ -86,7 +124,7 @@ mod tests {
     use super::*;
 
     fn verdict(kind: &Arc<dyn RuleKind>, name: &str) -> Verdict {
-        let mut cmd = Command::parse(format!("a {name} x\r\n").as_bytes(), vec![], true).unwrap();
+        let mut cmd = Command::parse(format!("a {name} x\r\n").as_bytes()).unwrap();
         kind.start().on_command(&mut cmd, &mut Context::default())
     }
 
@@ -107,6 +145,35 @@ mod tests {
         let k = kind("deny", "UID");
         assert_ne!(verdict(&k, "UID FETCH"), Verdict::Pass);
         assert_eq!(verdict(&k, "FETCH"), Verdict::Pass);
+    }
+
+    #[test]
+    fn commands_that_expunge_follow_expunge_unless_allowed() {
+        let k = kind("deny", "EXPUNGE");
+        let mut cx = Context { capabilities: vec!["UNSELECT".into()], ..Context::default() };
+        let mut close = Command::parse(b"a CLOSE\r\n").unwrap();
+        assert_eq!(k.start().on_command(&mut close, &mut cx), Verdict::Pass);
+        assert_eq!(close.name, "UNSELECT");
+        let mut close = Command::parse(b"a CLOSE\r\n").unwrap();
+        assert_ne!(k.start().on_command(&mut close, &mut Context::default()), Verdict::Pass);
+        for name in ["UID MOVE 1 x", "MOVE 1 x", "REPLACE 1 x {1}\r\nz"] {
+            let mut cmd = Command::parse(format!("a {name}\r\n").as_bytes()).unwrap();
+            assert_ne!(k.start().on_command(&mut cmd, &mut cx), Verdict::Pass, "{name}");
+        }
+        let mut s = Settings::new(
+            vec![
+                ("deny".into(), "EXPUNGE".into(), 3),
+                ("implicit_expunge".into(), "allow".into(), 4),
+            ],
+            1,
+        );
+        let lax = build(&mut s).unwrap();
+        let mut mv = Command::parse(b"a MOVE 1 x\r\n").unwrap();
+        assert_eq!(lax.start().on_command(&mut mv, &mut cx), Verdict::Pass);
+        let allow = kind("allow", "SELECT CLOSE");
+        let mut close = Command::parse(b"a CLOSE\r\n").unwrap();
+        assert_eq!(allow.start().on_command(&mut close, &mut cx), Verdict::Pass);
+        assert_eq!(close.name, "UNSELECT", "an allow-list without EXPUNGE guards CLOSE too");
     }
 
     #[test]

@@ -51,7 +51,7 @@ impl Rule for HideFolders {
         }
         let named = cmd.mailboxes();
         if named.len() < mailbox_args(&cmd.name).len() {
-            if cmd.preview {
+            if !cmd.complete {
                 return Verdict::Pass; // the mailbox is in the literal still to come
             }
             return Verdict::Reply(format!("BAD Invalid arguments to {}.", cmd.name));
@@ -61,7 +61,7 @@ impl Rule for HideFolders {
         }
         // IMAP URLs name mailboxes too (CATENATE, URLAUTH): a hidden one cannot be read
         // through them either. A URL that cannot be read is refused.
-        let args = if uses_urls { cmd.args.as_deref().unwrap_or_default() } else { &[] };
+        let args = if uses_urls { &cmd.args[..] } else { &[] };
         for url in urls(args) {
             match url_mailbox(url) {
                 Some(name) if self.folders.contains_wire(&mailbox::encode(&name), cx.delimiter) => {
@@ -95,7 +95,7 @@ fn urls(args: &[Arg]) -> Vec<&[u8]> {
     for arg in args {
         match arg {
             Arg::List(items) => out.extend(urls(items)),
-            Arg::String(s) | Arg::Atom(s)
+            Arg::String(s) | Arg::Atom(s) | Arg::Literal { data: s, .. }
                 if s.starts_with(b"/")
                     || s.len() > 7 && s[..7].eq_ignore_ascii_case(b"imap://") =>
             {
@@ -146,7 +146,7 @@ mod tests {
     }
 
     fn command(line: &[u8]) -> Verdict {
-        let mut cmd = Command::parse(line, vec![], true).unwrap();
+        let mut cmd = Command::parse(line).unwrap();
         let mut cx = Context { delimiter: Some('/'), ..Context::default() };
         rule().on_command(&mut cmd, &mut cx)
     }
@@ -178,9 +178,9 @@ mod tests {
         assert_eq!(command(b"a SELECT Calendars\r\n"), Verdict::Pass);
         assert_eq!(command(b"a COPY 1 INBOX\r\n"), Verdict::Pass);
         assert_eq!(
-            command(b"a SELECT \"unterminated\r\n"),
-            Verdict::Reply("BAD Invalid arguments to SELECT.".into()),
-            "unreadable arguments are refused, not guessed at"
+            command(b"a RENAME Work\r\n"),
+            Verdict::Reply("BAD Invalid arguments to RENAME.".into()),
+            "missing mailbox arguments are refused, not guessed at"
         );
     }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::registry::Settings;
 use super::{Command, Context, Response, Rule, RuleKind, Verdict};
 use crate::config::{parse_duration, parse_size};
+use crate::imap::response;
 
 #[derive(Debug, Clone, Default)]
 struct Limits {
@@ -86,20 +87,32 @@ fn bye(limit: &str, text: &str) -> Verdict {
 impl Rule for Session {
     fn on_command(&mut self, cmd: &mut Command, cx: &mut Context) -> Verdict {
         let l = &self.limits;
-        self.commands += u64::from(!cmd.preview);
+        self.commands += u64::from(cmd.first_look());
         if l.max_commands.is_some_and(|max| self.commands > max) {
             return bye("max_commands", "Too many commands in this session.");
         }
-        let incoming: u64 = cmd.literal_sizes.iter().sum();
+        // What has arrived is counted already; a literal about to be invited is not.
+        let incoming =
+            if cmd.complete { 0 } else { cmd.literal_sizes().last().copied().unwrap_or(0) };
         if l.max_bytes_from_client.is_some_and(|max| cx.bytes_from_client + incoming > max) {
             return bye("max_bytes_from_client", "Too much data sent in this session.");
         }
-        if cmd.name == "APPEND" {
-            if let Some(max) = l.max_append_size {
-                if cmd.literal_sizes.iter().any(|&n| n > max) {
-                    return Verdict::Reply(format!(
-                        "NO [TOOBIG] Message too large (limit {max} bytes)."
-                    ));
+        if let Some(max) = l.max_append_size {
+            // Per message: CATENATE parts add up; a URL part has no size imapgate knows.
+            for size in cmd.appended_messages() {
+                match size {
+                    Some(n) if n <= max => {}
+                    Some(_) => {
+                        return Verdict::Reply(format!(
+                            "NO [TOOBIG] Message too large (limit {max} bytes)."
+                        ))
+                    }
+                    None => {
+                        return Verdict::Reply(format!(
+                            "NO [TOOBIG] CATENATE URL parts cannot be measured against the \
+                             limit of {max} bytes."
+                        ))
+                    }
                 }
             }
         }
@@ -108,6 +121,9 @@ impl Rule for Session {
 
     fn on_response(&mut self, resp: &mut Response, cx: &mut Context) -> Verdict {
         let l = &self.limits;
+        if let Some(max) = l.max_append_size {
+            announce_append_limit(resp, max);
+        }
         if l.max_literal_to_client.is_some_and(|max| resp.literal_sizes.iter().any(|&n| n > max)) {
             return bye("max_literal_to_client", "Message too large to download.");
         }
@@ -139,6 +155,29 @@ impl Rule for Session {
     }
 }
 
+/// Capability lists tell clients the append limit (RFC 7889 APPENDLIMIT, the smaller of
+/// the backend's and this rule's) and no longer offer CATENATE, whose URL parts have
+/// sizes imapgate cannot check.
+fn announce_append_limit(resp: &mut Response, max: u64) {
+    let Some(caps) = response::capabilities(&resp.raw) else { return };
+    let backend_limit = caps
+        .iter()
+        .filter_map(|c| c.to_ascii_uppercase().strip_prefix("APPENDLIMIT=")?.parse::<u64>().ok())
+        .min();
+    let limit = backend_limit.map_or(max, |b| b.min(max));
+    let mut kept: Vec<String> = caps
+        .into_iter()
+        .filter(|c| {
+            let upper = c.to_ascii_uppercase();
+            upper != "CATENATE" && upper != "APPENDLIMIT" && !upper.starts_with("APPENDLIMIT=")
+        })
+        .collect();
+    kept.push(format!("APPENDLIMIT={limit}"));
+    if let Some(rewritten) = response::replace_capabilities(&resp.raw, &kept) {
+        resp.raw = rewritten;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,13 +193,49 @@ mod tests {
     #[test]
     fn a_too_large_append_is_refused_with_toobig() {
         let mut r = rule(&[("max_append_size", "1k")]);
-        let mut cmd = Command::parse(b"a APPEND INBOX {2000}\r\n", vec![2000], false).unwrap();
-        assert_eq!(
-            r.on_command(&mut cmd, &mut Context::default()),
-            Verdict::Reply("NO [TOOBIG] Message too large (limit 1024 bytes).".into())
-        );
-        let mut cmd = Command::parse(b"a APPEND INBOX {20}\r\n", vec![20], false).unwrap();
+        let toobig = Verdict::Reply("NO [TOOBIG] Message too large (limit 1024 bytes).".into());
+        let mut cmd = prefix(b"a APPEND INBOX {2000}\r\n");
+        assert_eq!(r.on_command(&mut cmd, &mut Context::default()), toobig);
+        let mut cmd = prefix(b"a APPEND INBOX {20}\r\n");
         assert_eq!(r.on_command(&mut cmd, &mut Context::default()), Verdict::Pass);
+        // Per message, not per literal: CATENATE parts add up; MULTIAPPEND counts each.
+        let mut parts = b"a APPEND INBOX CATENATE (".to_vec();
+        for _ in 0..3 {
+            parts.extend_from_slice(b"TEXT {400}\r\n");
+            parts.extend_from_slice(&[b'x'; 400]);
+            parts.push(b' ');
+        }
+        parts.pop();
+        parts.extend_from_slice(b")\r\n");
+        let mut cmd = Command::parse(&parts).unwrap();
+        assert_eq!(r.on_command(&mut cmd, &mut Context::default()), toobig);
+        let multi = b"a APPEND INBOX {3}\r\nabc (\\Seen) {4}\r\nabcd\r\n";
+        let mut cmd = Command::parse(multi).unwrap();
+        assert_eq!(r.on_command(&mut cmd, &mut Context::default()), Verdict::Pass);
+        let url = b"a APPEND INBOX CATENATE (URL \"/INBOX/;UID=1\")\r\n";
+        let mut cmd = Command::parse(url).unwrap();
+        assert!(
+            matches!(r.on_command(&mut cmd, &mut Context::default()), Verdict::Reply(t) if t.contains("URL"))
+        );
+    }
+
+    /// The rules' look at a command before its last literal is invited.
+    fn prefix(head: &[u8]) -> Command {
+        let parsed = crate::imap::command::parse_prefix(head, &[head.len()], true).unwrap();
+        Command::new(parsed, false)
+    }
+
+    #[test]
+    fn capability_lists_announce_the_append_limit_without_catenate() {
+        let mut r = rule(&[("max_append_size", "1k")]);
+        let mut resp = Response {
+            raw: b"a OK [CAPABILITY IMAP4rev1 CATENATE APPENDLIMIT=5000 IDLE] Logged in\r\n"
+                .to_vec(),
+            complete: true,
+            literal_sizes: vec![],
+        };
+        r.on_response(&mut resp, &mut Context::default());
+        assert_eq!(resp.raw, b"a OK [CAPABILITY IMAP4rev1 IDLE APPENDLIMIT=1024] Logged in\r\n");
     }
 
     #[test]
@@ -172,7 +247,7 @@ mod tests {
             last_activity: Some(Instant::now()),
             ..Context::default()
         };
-        let mut noop = Command::parse(b"a NOOP\r\n", vec![], true).unwrap();
+        let mut noop = Command::parse(b"a NOOP\r\n").unwrap();
         assert_eq!(r.on_command(&mut noop, &mut cx), Verdict::Pass);
         assert_eq!(r.on_command(&mut noop, &mut cx), Verdict::Pass);
         assert!(

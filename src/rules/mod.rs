@@ -92,37 +92,106 @@ pub struct Command {
     pub tag: String,
     /// Upper-case name; `UID` commands keep both words (`UID MOVE`).
     pub name: String,
-    /// The arguments after the name, when the command could be tokenized. For a command
-    /// whose last literal is too large to inspect, the arguments before that literal.
-    pub args: Option<Vec<Arg>>,
-    /// Sizes of the literals announced so far, in order.
-    pub literal_sizes: Vec<u64>,
-    /// False when a literal too large to inspect follows (its size is the last of
-    /// `literal_sizes`); the rest of the command then streams through unseen.
+    /// The arguments after the name (after the sub-command of `UID`). A literal too large
+    /// to hold is `Arg::Streamed`, with its size only. Rules may rewrite the name and the
+    /// arguments: the backend receives the command as the rules leave it.
+    pub args: Vec<Arg>,
+    /// False for the beginning of a command that goes on (the literal at its end is about
+    /// to be invited or streamed); the rules see the whole command again later.
     pub complete: bool,
-    /// Set by a rule that changed `args`: the command is sent re-encoded.
-    pub modified: bool,
-    /// A look at the command before imapgate invites its next (small) literal; rules
-    /// that count or log commands wait for the complete one.
+    /// A look before anything of the command was sent on, before imapgate invites its next
+    /// literal; rules that count or log commands wait for a look that is not a preview.
     pub preview: bool,
+    /// An earlier part of this command already went to the backend (a large APPEND
+    /// streams): rules that count or log commands did so then.
+    pub continued: bool,
 }
 
 impl Command {
-    /// Builds the rules' view of an assembled command (or of its prefix).
-    pub fn parse(raw: &[u8], literal_sizes: Vec<u64>, complete: bool) -> Option<Command> {
-        let (tag, name) = command::tag_and_name(raw)?;
-        let tag = String::from_utf8_lossy(tag).into_owned();
-        let args = match command::parse_prefix(raw, !complete) {
-            Ok(c) => Some(strip_uid(c.name, c.args)),
-            Err(_) => None,
-        };
-        Some(Command { tag, name, args, literal_sizes, complete, modified: false, preview: false })
+    /// The rules' view of a tokenized command (or of its beginning: `complete` false).
+    pub fn new(parsed: command::Command, complete: bool) -> Command {
+        let mut name = parsed.name;
+        let mut args = parsed.args;
+        // `UID MOVE 1:3 x` tokenizes as name `UID` with `MOVE` first: one name, so
+        // argument indexes are those of the sub-command.
+        if name == "UID" && matches!(args.first(), Some(Arg::Atom(_))) {
+            let sub = args.remove(0);
+            name = format!("UID {}", String::from_utf8_lossy(sub.astring().unwrap_or_default()))
+                .to_ascii_uppercase();
+        }
+        Command { tag: parsed.tag, name, args, complete, preview: false, continued: false }
+    }
+
+    /// A complete command from its wire form (tests and tools).
+    pub fn parse(raw: &[u8]) -> Option<Command> {
+        command::parse(raw).ok().map(|c| Command::new(c, true))
     }
 
     /// The argument at `index` as a string (atom, quoted or literal).
     pub fn arg(&self, index: usize) -> Option<&[u8]> {
-        self.args.as_ref()?.get(index)?.astring()
+        self.args.get(index)?.astring()
     }
+
+    /// True the first time rules see this command with the intent to send it on: the
+    /// look at which a command is counted or logged, once.
+    pub fn first_look(&self) -> bool {
+        !self.preview && !self.continued
+    }
+
+    /// Sizes of every literal of the command, in order, streamed ones included.
+    pub fn literal_sizes(&self) -> Vec<u64> {
+        fn walk(args: &[Arg], out: &mut Vec<u64>) {
+            for arg in args {
+                match arg {
+                    Arg::List(items) => walk(items, out),
+                    other => out.extend(other.literal_size()),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.args, &mut out);
+        out
+    }
+
+    /// For APPEND: the size of each message it carries (RFC 3502 MULTIAPPEND), counting
+    /// every CATENATE TEXT part (RFC 4469); `None` for a message with a part whose size
+    /// imapgate cannot know (a CATENATE URL).
+    pub fn appended_messages(&self) -> Vec<Option<u64>> {
+        if self.name != "APPEND" {
+            return Vec::new();
+        }
+        let mut messages = Vec::new();
+        let mut args = self.args.iter().skip(1).peekable();
+        while let Some(arg) = args.next() {
+            match arg {
+                Arg::Literal { .. } | Arg::Streamed { .. } => messages.push(arg.literal_size()),
+                Arg::Atom(_) if arg.is_atom("CATENATE") || arg.is_atom("UTF8") => {
+                    if let Some(Arg::List(parts)) = args.peek() {
+                        messages.push(catenated_size(parts));
+                        args.next();
+                    }
+                }
+                // Flags, a date-time, append extensions: not message data.
+                _ => {}
+            }
+        }
+        messages
+    }
+}
+
+/// The size of a CATENATE (or UTF8) part list: TEXT literals add up, a URL is unknown.
+fn catenated_size(parts: &[Arg]) -> Option<u64> {
+    let mut total = 0u64;
+    let mut i = 0;
+    while i < parts.len() {
+        match &parts[i] {
+            a if a.is_atom("URL") => return None,
+            a if a.is_atom("TEXT") => {}
+            other => total = total.saturating_add(other.literal_size().unwrap_or(0)),
+        }
+        i += 1;
+    }
+    Some(total)
 }
 
 /// Which arguments of a command name mailboxes (after `strip_uid`), for rules that
@@ -142,7 +211,7 @@ impl Command {
     /// The mailbox arguments: (argument index, wire name). GETMETADATA may put an options
     /// list before its mailbox (RFC 5464 §4.2), which is skipped.
     pub fn mailboxes(&self) -> Vec<(usize, &[u8])> {
-        let Some(args) = self.args.as_ref() else { return Vec::new() };
+        let args = &self.args;
         let shift =
             usize::from(self.name == "GETMETADATA" && matches!(args.first(), Some(Arg::List(_))));
         mailbox_args(&self.name)
@@ -150,15 +219,6 @@ impl Command {
             .filter_map(|&i| Some((i + shift, args.get(i + shift)?.astring()?)))
             .collect()
     }
-}
-
-/// `UID MOVE 1:3 x` tokenizes as name `UID` with `MOVE` as its first argument: drop it,
-/// so argument indexes are those of the sub-command.
-fn strip_uid(name: String, mut args: Vec<Arg>) -> Vec<Arg> {
-    if name == "UID" && !args.is_empty() {
-        args.remove(0);
-    }
-    args
 }
 
 /// A server response as rules see it.
@@ -241,6 +301,8 @@ pub struct Engine {
     rules: Vec<Active>,
     /// What rules know about the session.
     pub cx: Context,
+    /// The rule that gave the last command verdict other than Pass: `NAME (line N)`.
+    decided_by: Option<String>,
 }
 
 impl Engine {
@@ -250,7 +312,7 @@ impl Engine {
             .iter()
             .map(|def| Active { def: Arc::clone(def), rule: def.kind.start(), applies: false })
             .collect();
-        let mut engine = Engine { rules, cx };
+        let mut engine = Engine { rules, cx, decided_by: None };
         engine.reevaluate();
         engine
     }
@@ -278,28 +340,27 @@ impl Engine {
         }
     }
 
-    /// Runs the applicable rules on a command, in order, until one is terminal.
+    /// Runs the applicable rules on a command, in order, until one is terminal. The
+    /// caller logs refusals (`decided_by` names the rule), so it can bound how many.
     pub fn command(&mut self, cmd: &mut Command) -> Verdict {
-        if cmd.name == "ID" {
+        self.decided_by = None;
+        if cmd.name == "ID" && cmd.complete {
             self.learn_id(cmd);
         }
         let cx = &mut self.cx;
         for r in self.rules.iter_mut().filter(|r| r.applies) {
             let verdict = r.rule.on_command(cmd, cx);
             if verdict != Verdict::Pass {
-                log::info!(
-                    "id={} rule={} (line {}) {} {} {}",
-                    cx.session,
-                    r.def.name,
-                    r.def.line,
-                    verdict_word(&verdict),
-                    cmd.tag,
-                    cmd.name
-                );
+                self.decided_by = Some(format!("{} (line {})", r.def.name, r.def.line));
                 return verdict;
             }
         }
         Verdict::Pass
+    }
+
+    /// The rule behind the last refusal of `command`, as `NAME (line N)`.
+    pub fn decided_by(&self) -> Option<String> {
+        self.decided_by.clone()
     }
 
     /// Runs the applicable rules on a response, in order, until one is terminal.
@@ -339,9 +400,9 @@ impl Engine {
     /// An ID command after login changes what ID conditions see (RFC 2971 allows ID in
     /// any state). Rules are re-evaluated before they see the command itself.
     fn learn_id(&mut self, cmd: &Command) {
-        let params = match cmd.args.as_deref() {
-            Some([arg]) if arg.is_nil() => Vec::new(),
-            Some([Arg::List(items)]) => items
+        let params = match cmd.args.as_slice() {
+            [arg] if arg.is_nil() => Vec::new(),
+            [Arg::List(items)] => items
                 .chunks(2)
                 .filter_map(|pair| {
                     let field = pair.first()?.astring()?;

@@ -68,11 +68,8 @@ impl Rule for RewriteFolders {
             .into_iter()
             .filter_map(|(i, wire)| Some((i, self.map(wire, delimiter, true)?)))
             .collect();
-        if let Some(args) = cmd.args.as_mut() {
-            for (i, new) in changes {
-                args[i] = Arg::String(new);
-                cmd.modified = true;
-            }
+        for (i, new) in changes {
+            cmd.args[i] = Arg::String(new);
         }
         Verdict::Pass
     }
@@ -109,16 +106,15 @@ mod tests {
     #[test]
     fn commands_name_the_backend_folder() {
         let mut cx = Context { delimiter: Some('.'), ..Context::default() };
-        let mut cmd = Command::parse(b"a SELECT Sent\r\n", vec![], true).unwrap();
+        let mut cmd = Command::parse(b"a SELECT Sent\r\n").unwrap();
         rule().on_command(&mut cmd, &mut cx);
-        assert!(cmd.modified);
         assert_eq!(cmd.arg(0), Some(&b"INBOX.Sent Items"[..]));
-        let mut cmd = Command::parse(b"a UID COPY 1:2 Sent.2024\r\n", vec![], true).unwrap();
+        let mut cmd = Command::parse(b"a UID COPY 1:2 Sent.2024\r\n").unwrap();
         rule().on_command(&mut cmd, &mut cx);
         assert_eq!(cmd.arg(1), Some(&b"INBOX.Sent Items.2024"[..]));
-        let mut cmd = Command::parse(b"a SELECT Sentinel\r\n", vec![], true).unwrap();
+        let mut cmd = Command::parse(b"a SELECT Sentinel\r\n").unwrap();
         rule().on_command(&mut cmd, &mut cx);
-        assert!(!cmd.modified);
+        assert_eq!(cmd.arg(0), Some(&b"Sentinel"[..]));
     }
 
     #[test]

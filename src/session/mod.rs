@@ -2,6 +2,8 @@
 //! (`imap::preauth`), routing and backend login (`route`, `backend`), then the relay. It
 //! owns the three log lines an administrator greps: SESSION-START, LOGIN, SESSION-END.
 
+pub mod exchange;
+
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{self, LoginError};
 use crate::config::{Config, TlsMode};
-use crate::filter::Filter;
 use crate::imap::preauth::{Action, Limits, Login, PreAuth, Security};
 use crate::relay::{Counters, End, Relay};
 use crate::route::{self, RouteError};
@@ -18,6 +19,7 @@ use crate::rules::{self, Engine, Response};
 use crate::tls;
 use crate::transport::Transport;
 use crate::Runtime;
+use exchange::Exchange;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -56,7 +58,7 @@ pub fn serve(runtime: Arc<Runtime>, origin: Origin, client: TcpStream) {
         origin: &origin,
         user: None,
         client_tls: None,
-        filter: None,
+        exchange: None,
         shown: Vec::new(),
         counters: Counters::default(),
     };
@@ -100,8 +102,8 @@ struct Session<'a> {
     user: Option<String>,
     /// `tls=VERSION/SUITE` and the client certificate subject, for the LOGIN line.
     client_tls: Option<String>,
-    /// Message mode for the relay, when the listener's rules apply to this session.
-    filter: Option<Filter>,
+    /// The judged exchange for the relay, when the listener's rules apply to this session.
+    exchange: Option<Exchange>,
     /// The capabilities the client was shown after login.
     shown: Vec<String>,
     counters: Counters,
@@ -318,13 +320,13 @@ impl Session<'_> {
                         )
                         .into_bytes();
                         self.shown = caps.clone();
-                        self.filter =
+                        self.exchange =
                             self.start_rules(&login.user, caps, &backend.name, preauth, client);
-                        if let Some(filter) = self.filter.as_mut() {
+                        if let Some(exchange) = self.exchange.as_mut() {
                             // Rules see the LOGIN answer too: its [CAPABILITY] code is a list.
                             let mut resp =
                                 Response { raw: ok, complete: true, literal_sizes: vec![] };
-                            filter.engine.response(&mut resp);
+                            exchange.rules.response(&mut resp);
                             ok = resp.raw;
                         }
                         self.user = Some(login.user);
@@ -427,7 +429,7 @@ impl Session<'_> {
         Err(last)
     }
 
-    /// The listener's rules for this session, in message mode, when any may apply.
+    /// The listener's rules for this session, in a judged exchange, when any may apply.
     fn start_rules(
         &self,
         user: &str,
@@ -435,7 +437,7 @@ impl Session<'_> {
         backend: &str,
         preauth: &PreAuth,
         client: &Transport,
-    ) -> Option<Filter> {
+    ) -> Option<Exchange> {
         let listener = &self.config.listeners[self.origin.listener];
         let defs: Vec<_> =
             listener.rules.iter().map(|&i| Arc::clone(&self.config.rules[i])).collect();
@@ -460,7 +462,7 @@ impl Session<'_> {
         let engine = Engine::new(&defs, cx);
         // A session whose rules cannot apply now and cannot wake up later (no ID test)
         // keeps the fast path.
-        (engine.is_active() || engine.may_become_active()).then(|| Filter::new(engine))
+        (engine.is_active() || engine.may_become_active()).then(|| Exchange::new(engine))
     }
 
     fn relay(
@@ -471,7 +473,7 @@ impl Session<'_> {
     ) -> String {
         let idle = self.config.global.idle_timeout;
         let from_client_before = self.counters;
-        let filter = self.filter.take();
+        let exchange = self.exchange.take();
         let shown = std::mem::take(&mut self.shown);
         let relay = match Relay::new(
             client,
@@ -479,7 +481,7 @@ impl Session<'_> {
             pipelined,
             backend.leftover,
             idle,
-            filter,
+            exchange,
             shown,
         ) {
             Ok(relay) => relay,
