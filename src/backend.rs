@@ -78,6 +78,60 @@ pub struct ClientInfo<'a> {
     pub session: u64,
 }
 
+/// RFC 2971 allows 30 field-value pairs in one ID command.
+const ID_MAX_PAIRS: usize = 30;
+
+/// The ID command for a backend. imapgate's own fields (for a backend that trusts it) come
+/// first, so no number of client fields can push them out; client fields that a trusting
+/// backend would take for imapgate's (`x-originating-*`, `x-connected-*`, `x-proxy-*`,
+/// `x-session-*`, `x-forward-*`) are dropped, and the rest fill the remaining room.
+fn id_command(client: &ClientInfo<'_>, forward: bool, trusted: bool) -> Vec<u8> {
+    let mut params: Vec<(String, String)> = Vec::new();
+    if trusted {
+        if let Some(addr) = client.addr {
+            params.push(("x-originating-ip".into(), addr.ip().to_string()));
+            params.push(("x-originating-port".into(), addr.port().to_string()));
+        }
+        params.push(("x-session-id".into(), format!("imapgate-{}", client.session)));
+    }
+    let reserved = |key: &str| {
+        let key = key.to_ascii_lowercase();
+        ["x-originating-", "x-connected-", "x-proxy-", "x-session-", "x-forward-"]
+            .iter()
+            .any(|p| key.starts_with(p))
+    };
+    if forward {
+        let fields = client.id.unwrap_or_default().iter();
+        let fields = fields.filter(|(k, _)| !reserved(k));
+        params.extend(fields.filter_map(|(k, v)| Some((k.clone(), v.clone()?))));
+    }
+    let mut pairs = Vec::new();
+    for (k, v) in &params {
+        let (k, v) = (&k.as_bytes()[..k.len().min(30)], &v.as_bytes()[..v.len().min(1024)]);
+        // Pairs that cannot be quoted are left out rather than sent as literals.
+        let mut pair = Vec::new();
+        if push_quoted(&mut pair, k) && {
+            pair.push(b' ');
+            push_quoted(&mut pair, v)
+        } {
+            pairs.push(pair);
+        }
+        if pairs.len() == ID_MAX_PAIRS {
+            break;
+        }
+    }
+    let mut line = format!("{TAG_ID} ID ").into_bytes();
+    if pairs.is_empty() {
+        line.extend_from_slice(b"NIL");
+    } else {
+        line.push(b'(');
+        line.extend_from_slice(&pairs.join(&b' '));
+        line.push(b')');
+    }
+    line.extend_from_slice(b"\r\n");
+    line
+}
+
 /// A backend connection that greeted us, before login.
 pub struct Greeted {
     conn: Conn,
@@ -143,47 +197,7 @@ impl Greeted {
         if !capability::has(&self.capabilities, "ID") || !(forward || trusted) {
             return Ok(());
         }
-        let mut params: Vec<(String, String)> = Vec::new();
-        if forward {
-            for (k, v) in client.id.unwrap_or_default() {
-                let trusted_key = k.to_ascii_lowercase().starts_with("x-originating-")
-                    || k.eq_ignore_ascii_case("x-session-id");
-                if let (Some(v), false) = (v, trusted_key) {
-                    params.push((k.clone(), v.clone()));
-                }
-            }
-        }
-        if trusted {
-            if let Some(addr) = client.addr {
-                params.push(("x-originating-ip".into(), addr.ip().to_string()));
-                params.push(("x-originating-port".into(), addr.port().to_string()));
-            }
-            params.push(("x-session-id".into(), format!("imapgate-{}", client.session)));
-        }
-        let mut line = format!("{TAG_ID} ID (").into_bytes();
-        for (i, (k, v)) in params.iter().take(30).enumerate() {
-            if i > 0 {
-                line.push(b' ');
-            }
-            let (k, v) = (&k.as_bytes()[..k.len().min(30)], &v.as_bytes()[..v.len().min(1024)]);
-            // Values that cannot be quoted are left out rather than sent as literals.
-            let mut pair = Vec::new();
-            if push_quoted(&mut pair, k) && {
-                pair.push(b' ');
-                push_quoted(&mut pair, v)
-            } {
-                line.extend_from_slice(&pair);
-            } else if i > 0 {
-                line.pop();
-            }
-        }
-        if line.ends_with(b"(") {
-            line.truncate(line.len() - 1);
-            line.extend_from_slice(b"NIL");
-        } else {
-            line.push(b')');
-        }
-        line.extend_from_slice(b"\r\n");
+        let line = id_command(client, forward, trusted);
         self.conn.send(&line)?;
         self.conn.read_tagged(TAG_ID).map(drop)
     }
@@ -474,4 +488,36 @@ impl Conn {
 }
 fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imapgate_fields_in_id_survive_any_number_of_client_fields() {
+        let mut id: Vec<(String, Option<String>)> =
+            (0..40).map(|i| (format!("x-field{i}"), Some("v".to_string()))).collect();
+        id.insert(0, ("X-Originating-IP".into(), Some("10.9.9.9".into())));
+        id.insert(0, ("name".into(), Some("Mutt".into())));
+        let client = ClientInfo {
+            id: Some(&id),
+            addr: Some("192.0.2.7:4242".parse().unwrap()),
+            session: 12,
+        };
+        let line = String::from_utf8(id_command(&client, true, true)).unwrap();
+        assert!(
+            line.starts_with(
+                "ig4 ID (\"x-originating-ip\" \"192.0.2.7\" \"x-originating-port\" \"4242\" \
+                 \"x-session-id\" \"imapgate-12\" \"name\" \"Mutt\""
+            ),
+            "{line}"
+        );
+        assert!(!line.contains("10.9.9.9"), "a client may not claim an address: {line}");
+        assert_eq!(line.matches('"').count(), 4 * ID_MAX_PAIRS, "{line}");
+        let untrusted = String::from_utf8(id_command(&client, true, false)).unwrap();
+        assert!(!untrusted.contains("x-originating"), "{untrusted}");
+        let none = ClientInfo { id: None, addr: None, session: 1 };
+        assert_eq!(id_command(&none, true, false), b"ig4 ID NIL\r\n");
+    }
 }
