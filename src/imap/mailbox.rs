@@ -97,6 +97,11 @@ pub fn canonical(name: &str, delimiter: char) -> String {
     }
 }
 
+/// True when `child` (canonical) lies below `parent` (canonical).
+pub fn is_below(child: &str, parent: &str, delimiter: char) -> bool {
+    child.strip_prefix(parent).is_some_and(|rest| rest.starts_with(delimiter))
+}
+
 /// LIST-style pattern match: `*` matches any run, `%` any run without the delimiter.
 pub fn pattern_match(pattern: &str, name: &str, delimiter: char) -> bool {
     let p: Vec<char> = pattern.chars().collect();
@@ -140,6 +145,20 @@ impl FolderSet {
             None => vec!['/', '.'],
         };
         delimiters.into_iter().any(|d| self.contains(&name, d))
+    }
+
+    /// True when a pattern may match a descendant of the wire name (`INBOX` for a hidden
+    /// `INBOX/Tasks`, any name for `*/Calendar`): its child attributes could betray a
+    /// hidden folder. Patterns whose `*` spans levels inside one component are not seen.
+    pub fn may_hide_children_of(&self, wire: &[u8], delimiter: Option<char>) -> bool {
+        let Some(name) = decode(wire) else { return true };
+        let d = delimiter.unwrap_or('/');
+        let name = canonical(&name, d);
+        self.patterns.iter().any(|p| {
+            let p = canonical(p, d);
+            let parts: Vec<&str> = p.split(d).collect();
+            (1..parts.len()).any(|k| pattern_match(&parts[..k].join(&d.to_string()), &name, d))
+        })
     }
 
     fn contains(&self, name: &str, delimiter: char) -> bool {
@@ -205,5 +224,9 @@ mod tests {
         }
         assert!(set.contains_wire(b"Calendar.Personal", None), "unknown delimiter: both tried");
         assert!(set.contains_wire(b"&AEM", Some('/')), "undecodable names are treated as hidden");
+        assert!(set.may_hide_children_of(b"inbox", Some('/')));
+        assert!(!set.may_hide_children_of(b"Work", Some('/')));
+        let deep = FolderSet::new(vec!["*/Calendar".into()]);
+        assert!(deep.may_hide_children_of(b"Work", Some('/')));
     }
 }

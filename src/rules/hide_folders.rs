@@ -1,15 +1,22 @@
 //! `type = hide_folders`: mailboxes matching the patterns (and their children) do not
 //! exist for the client: they vanish from LIST, LSUB, XLIST, extended LIST and
-//! LIST-STATUS responses, and every command naming one is answered `NO [NONEXISTENT]`.
-//! Names are compared in canonical form (`imap::mailbox`), so a literal, modified UTF-7,
-//! another case of INBOX or a trailing delimiter reach nothing. A mailbox command whose
-//! arguments cannot be read is refused rather than guessed at.
+//! LIST-STATUS responses, from STATUS, NOTIFY and multi-mailbox ESEARCH data, and every
+//! command naming one (as an argument, an IMAP URL or a NOTIFY/SEARCH mailbox filter) is
+//! answered `NO [NONEXISTENT]`. Names are compared in canonical form (`imap::mailbox`), so
+//! a literal, modified UTF-7, another case of INBOX or a trailing delimiter reach nothing.
+//! A mailbox command whose arguments cannot be read is refused rather than guessed at.
+//!
+//! Nor do hidden folders show through their neighbours: a rename's `OLDNAME` (RFC 5465)
+//! naming one is removed, and a parent whose children may be hidden loses `\HasChildren`
+//! and `CHILDINFO` unless a visible child shows up in the same listing. Such a parent is
+//! held until the LIST command completes; when its pattern covered the children and none
+//! was visible, it says `\HasNoChildren`, else it says nothing about children.
 
 use std::sync::Arc;
 
 use super::registry::{words, Settings};
 use super::{mailbox_args, Command, Context, Response, Rule, RuleKind, Verdict};
-use crate::imap::command::Arg;
+use crate::imap::command::{self, Arg};
 use crate::imap::mailbox::{self, FolderSet};
 
 #[derive(Debug, Clone)]
@@ -38,12 +45,45 @@ pub fn build(settings: &mut Settings) -> Option<Arc<dyn RuleKind>> {
 
 impl RuleKind for HideFolders {
     fn start(&self) -> Box<dyn Rule> {
-        Box::new(self.clone())
+        Box::new(Session { folders: self.folders.clone(), listings: Vec::new(), held: Vec::new() })
     }
 }
 
-impl Rule for HideFolders {
+/// Parents held back at once; more are passed on without child attributes.
+const MAX_HELD: usize = 1000;
+
+struct Session {
+    folders: FolderSet,
+    /// LIST-like commands in flight: client tag and the names they ask for (reference and
+    /// pattern joined, decoded).
+    listings: Vec<(String, Vec<String>)>,
+    /// Parents of possibly hidden folders, held until the listing completes.
+    held: Vec<Held>,
+}
+
+struct Held {
+    /// The response's name and arguments.
+    name: String,
+    args: Vec<Arg>,
+    /// The mailbox, decoded and canonical.
+    mailbox: String,
+    /// A visible child was listed since.
+    child_seen: bool,
+}
+
+fn not_found() -> Verdict {
+    Verdict::Reply("NO [NONEXISTENT] Mailbox doesn't exist.".into())
+}
+
+impl Rule for Session {
     fn on_command(&mut self, cmd: &mut Command, cx: &mut Context) -> Verdict {
+        if matches!(cmd.name.as_str(), "LIST" | "LSUB" | "XLIST") && cmd.complete {
+            self.listings.push((cmd.tag.clone(), listed_names(&cmd.args)));
+        }
+        let hidden = |wire: &[u8]| self.folders.contains_wire(wire, cx.delimiter);
+        if filter_mailboxes(&cmd.args).into_iter().any(hidden) {
+            return not_found();
+        }
         let uses_urls =
             matches!(cmd.name.as_str(), "APPEND" | "URLFETCH" | "GENURLAUTH" | "RESETKEY");
         if mailbox_args(&cmd.name).is_empty() && !uses_urls {
@@ -56,17 +96,15 @@ impl Rule for HideFolders {
             }
             return Verdict::Reply(format!("BAD Invalid arguments to {}.", cmd.name));
         }
-        if named.iter().any(|(_, wire)| self.folders.contains_wire(wire, cx.delimiter)) {
-            return Verdict::Reply("NO [NONEXISTENT] Mailbox doesn't exist.".into());
+        if named.iter().any(|(_, wire)| hidden(wire)) {
+            return not_found();
         }
         // IMAP URLs name mailboxes too (CATENATE, URLAUTH): a hidden one cannot be read
         // through them either. A URL that cannot be read is refused.
         let args = if uses_urls { &cmd.args[..] } else { &[] };
         for url in urls(args) {
             match url_mailbox(url) {
-                Some(name) if self.folders.contains_wire(&mailbox::encode(&name), cx.delimiter) => {
-                    return Verdict::Reply("NO [NONEXISTENT] Mailbox doesn't exist.".into());
-                }
+                Some(name) if hidden(&mailbox::encode(&name)) => return not_found(),
                 Some(_) => {}
                 None => return Verdict::Reply("BAD Unreadable IMAP URL.".into()),
             }
@@ -75,17 +113,198 @@ impl Rule for HideFolders {
     }
 
     fn on_response(&mut self, resp: &mut Response, cx: &mut Context) -> Verdict {
+        if !resp.raw.starts_with(b"* ") {
+            self.listing_done(resp, cx);
+            return Verdict::Pass;
+        }
         let Some((name, args)) = resp.untagged() else { return Verdict::Pass };
-        let mailbox = match name.as_str() {
-            "LIST" | "LSUB" | "XLIST" => args.get(2),
-            "STATUS" => args.first(),
-            _ => None,
-        };
-        match mailbox.and_then(|m| m.astring()) {
-            Some(wire) if self.folders.contains_wire(wire, cx.delimiter) => Verdict::Drop,
+        let hidden = |wire: &[u8]| self.folders.contains_wire(wire, cx.delimiter);
+        match name.as_str() {
+            "LIST" | "LSUB" | "XLIST" => self.listed(resp, name, args, cx),
+            "STATUS" => match args.first().and_then(Arg::astring) {
+                Some(wire) if hidden(wire) => Verdict::Drop,
+                _ => Verdict::Pass,
+            },
+            // RFC 7377: results of a search in several mailboxes name each.
+            "ESEARCH" => match args.first() {
+                Some(Arg::List(items)) if search_mailbox(items).is_some_and(hidden) => {
+                    Verdict::Drop
+                }
+                _ => Verdict::Pass,
+            },
             _ => Verdict::Pass,
         }
     }
+}
+
+impl Session {
+    /// A `* LIST (attributes) delimiter name [extended data]` response.
+    fn listed(
+        &mut self,
+        resp: &mut Response,
+        name: String,
+        mut args: Vec<Arg>,
+        cx: &Context,
+    ) -> Verdict {
+        let Some(wire) = args.get(2).and_then(Arg::astring).map(<[u8]>::to_vec) else {
+            return Verdict::Pass;
+        };
+        if self.folders.contains_wire(&wire, cx.delimiter) {
+            return Verdict::Drop;
+        }
+        let delimiter = cx.delimiter.unwrap_or('/');
+        let mailbox = mailbox::decode(&wire).map(|n| mailbox::canonical(&n, delimiter));
+        for held in &mut self.held {
+            if mailbox.as_deref().is_some_and(|m| mailbox::is_below(m, &held.mailbox, delimiter)) {
+                held.child_seen = true;
+            }
+        }
+        let mut changed =
+            drop_hidden_oldname(&mut args, |w| self.folders.contains_wire(w, cx.delimiter));
+        let betrays = has_attribute(&args, "\\HasChildren") || has_childinfo(&args);
+        if betrays && self.folders.may_hide_children_of(&wire, cx.delimiter) {
+            match mailbox {
+                Some(mailbox) if !self.listings.is_empty() && self.held.len() < MAX_HELD => {
+                    self.held.push(Held { name, args, mailbox, child_seen: false });
+                    return Verdict::Drop;
+                }
+                _ => {
+                    forget_children(&mut args, false);
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            resp.raw = command::encode_untagged(&name, &args);
+        }
+        Verdict::Pass
+    }
+
+    /// A tagged answer: if it completes a listing, the held parents go out before it.
+    fn listing_done(&mut self, resp: &mut Response, cx: &Context) {
+        let tag = resp.raw.split(|&b| b == b' ').next().unwrap_or_default();
+        let Some(at) = self.listings.iter().position(|(t, _)| t.as_bytes() == tag) else {
+            return;
+        };
+        let (_, patterns) = self.listings.remove(at);
+        let delimiter = cx.delimiter.unwrap_or('/');
+        let mut out = Vec::new();
+        for mut held in self.held.drain(..) {
+            if !held.child_seen {
+                let probe = format!("{}{delimiter}x", held.mailbox);
+                let covered = patterns.iter().any(|p| {
+                    let last = p.rfind(['*', '%']).unwrap_or(0);
+                    p.ends_with(['*', '%'])
+                        && !p[..last].contains(['*', '%'])
+                        && mailbox::pattern_match(p, &probe, delimiter)
+                });
+                forget_children(&mut held.args, covered);
+            }
+            out.extend_from_slice(&command::encode_untagged(&held.name, &held.args));
+        }
+        if !out.is_empty() {
+            out.extend_from_slice(&resp.raw);
+            resp.raw = out;
+        }
+    }
+}
+
+/// The names a LIST command asks for: reference joined with each pattern, decoded.
+fn listed_names(args: &[Arg]) -> Vec<String> {
+    let args = match args.first() {
+        Some(Arg::List(_)) => &args[1..], // LIST-EXTENDED selection options
+        _ => args,
+    };
+    let text = |a: &Arg| a.astring().and_then(mailbox::decode).unwrap_or_default();
+    let reference = args.first().map(text).unwrap_or_default();
+    match args.get(1) {
+        Some(Arg::List(patterns)) => {
+            patterns.iter().map(|p| format!("{reference}{}", text(p))).collect()
+        }
+        Some(p) => vec![format!("{reference}{}", text(p))],
+        None => Vec::new(),
+    }
+}
+
+fn has_attribute(args: &[Arg], attribute: &str) -> bool {
+    matches!(args.first(), Some(Arg::List(attrs)) if attrs.iter().any(|a| a.is_atom(attribute)))
+}
+
+fn has_childinfo(args: &[Arg]) -> bool {
+    let is_childinfo = |a: &Arg| a.astring().is_some_and(|s| s.eq_ignore_ascii_case(b"CHILDINFO"));
+    matches!(args.get(3), Some(Arg::List(ext)) if ext.iter().step_by(2).any(is_childinfo))
+}
+
+/// Removes `\HasChildren` and CHILDINFO; with `none`, says `\HasNoChildren` instead.
+fn forget_children(args: &mut [Arg], none: bool) {
+    if let Some(Arg::List(attrs)) = args.first_mut() {
+        attrs.retain(|a| !a.is_atom("\\HasChildren") && !a.is_atom("\\HasNoChildren"));
+        if none {
+            attrs.push(Arg::Atom(b"\\HasNoChildren".to_vec()));
+        }
+    }
+    remove_extended(args, b"CHILDINFO");
+}
+
+/// Removes an extended data item (`"NAME" value`) from a LIST response.
+fn remove_extended(args: &mut [Arg], item: &[u8]) -> bool {
+    let Some(Arg::List(ext)) = args.get_mut(3) else { return false };
+    let Some(at) = ext
+        .chunks(2)
+        .position(|pair| pair[0].astring().is_some_and(|s| s.eq_ignore_ascii_case(item)))
+    else {
+        return false;
+    };
+    let end = (2 * at + 2).min(ext.len());
+    ext.drain(2 * at..end);
+    true
+}
+
+/// RFC 5465: a rename's `("OLDNAME" (old))`. A hidden old name is removed: the folder
+/// appears as new.
+fn drop_hidden_oldname(args: &mut [Arg], hidden: impl Fn(&[u8]) -> bool) -> bool {
+    let old = match args.get(3) {
+        Some(Arg::List(ext)) => ext.chunks(2).find_map(|pair| {
+            let is_oldname = pair[0].astring().is_some_and(|s| s.eq_ignore_ascii_case(b"OLDNAME"));
+            match pair.get(1) {
+                Some(Arg::List(v)) if is_oldname => {
+                    v.first().and_then(Arg::astring).map(<[u8]>::to_vec)
+                }
+                _ => None,
+            }
+        }),
+        _ => None,
+    };
+    match old {
+        Some(old) if hidden(&old) => remove_extended(args, b"OLDNAME"),
+        _ => false,
+    }
+}
+
+/// Mailboxes named by a NOTIFY or multi-mailbox SEARCH filter (RFC 5465, RFC 7377):
+/// `mailboxes`, `subtree` or `subtree-one`, then one name or a list.
+fn filter_mailboxes(args: &[Arg]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    for (i, arg) in args.iter().enumerate() {
+        match arg {
+            Arg::List(items) => out.extend(filter_mailboxes(items)),
+            a if a.is_atom("MAILBOXES") || a.is_atom("SUBTREE") || a.is_atom("SUBTREE-ONE") => {
+                match args.get(i + 1) {
+                    Some(Arg::List(names)) => out.extend(names.iter().filter_map(Arg::astring)),
+                    Some(name) => out.extend(name.astring()),
+                    None => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `MAILBOX name` in ESEARCH correlators (`(TAG "x" MAILBOX "INBOX" UIDVALIDITY 3)`).
+fn search_mailbox(items: &[Arg]) -> Option<&[u8]> {
+    let at = items.iter().position(|a| a.is_atom("MAILBOX"))?;
+    items.get(at + 1)?.astring()
 }
 
 /// Every string argument, at any depth, that looks like an IMAP URL (RFC 5092):
@@ -198,5 +417,81 @@ mod tests {
             let mut resp = Response { raw: raw.to_vec(), complete: true, literal_sizes: vec![] };
             assert_eq!(r.on_response(&mut resp, &mut cx), want, "{}", String::from_utf8_lossy(raw));
         }
+    }
+
+    fn respond(r: &mut Box<dyn Rule>, raw: &[u8]) -> (Verdict, String) {
+        let mut resp = Response { raw: raw.to_vec(), complete: true, literal_sizes: vec![] };
+        let mut cx = Context { delimiter: Some('/'), ..Context::default() };
+        let v = r.on_response(&mut resp, &mut cx);
+        (v, String::from_utf8_lossy(&resp.raw).into_owned())
+    }
+
+    fn list_command(r: &mut Box<dyn Rule>, line: &[u8]) {
+        let mut cmd = Command::parse(line).unwrap();
+        let mut cx = Context { delimiter: Some('/'), ..Context::default() };
+        assert_eq!(r.on_command(&mut cmd, &mut cx), Verdict::Pass);
+    }
+
+    fn inbox_rule() -> Box<dyn Rule> {
+        let mut s = Settings::new(vec![("folders".into(), "INBOX/Calendar".into(), 3)], 1);
+        build(&mut s).unwrap().start()
+    }
+
+    #[test]
+    fn a_parent_of_hidden_folders_tells_only_of_visible_children() {
+        // Only hidden children, and the listing covered them: no children.
+        let mut r = inbox_rule();
+        list_command(&mut r, b"a LIST \"\" *\r\n");
+        let (v, _) = respond(&mut r, b"* LIST (\\HasChildren) \"/\" INBOX\r\n");
+        assert_eq!(v, Verdict::Drop, "held until the listing completes");
+        assert_eq!(
+            respond(&mut r, b"* LIST (\\HasNoChildren) \"/\" INBOX/Calendar\r\n").0,
+            Verdict::Drop
+        );
+        let (v, out) = respond(&mut r, b"a OK List completed\r\n");
+        assert_eq!(v, Verdict::Pass);
+        assert_eq!(out, "* LIST (\\HasNoChildren) \"/\" INBOX\r\na OK List completed\r\n");
+        // A visible child: HasChildren stays.
+        list_command(&mut r, b"b LIST \"\" *\r\n");
+        respond(&mut r, b"* LIST (\\HasChildren) \"/\" INBOX\r\n");
+        respond(&mut r, b"* LIST (\\HasNoChildren) \"/\" INBOX/Work\r\n");
+        let (_, out) = respond(&mut r, b"b OK List completed\r\n");
+        assert!(out.starts_with("* LIST (\\HasChildren) \"/\" INBOX\r\n"), "{out}");
+        // Children not listed: nothing is said about them.
+        list_command(&mut r, b"c LIST \"\" %\r\n");
+        respond(&mut r, b"* LIST (\\HasChildren) \"/\" INBOX\r\n");
+        let (_, out) = respond(&mut r, b"c OK List completed\r\n");
+        assert!(out.starts_with("* LIST () \"/\" INBOX\r\n"), "{out}");
+        // Outside a listing (NOTIFY): nothing is said either.
+        let (v, out) = respond(
+            &mut r,
+            b"* LIST (\\HasChildren) \"/\" INBOX (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n",
+        );
+        assert_eq!((v, out.as_str()), (Verdict::Pass, "* LIST () \"/\" INBOX ()\r\n"));
+    }
+
+    #[test]
+    fn a_rename_from_a_hidden_folder_shows_a_new_folder() {
+        let mut r = rule();
+        let (v, out) =
+            respond(&mut r, b"* LIST () \"/\" \"Stuff\" (\"OLDNAME\" (\"Contacts\"))\r\n");
+        assert_eq!((v, out.as_str()), (Verdict::Pass, "* LIST () \"/\" \"Stuff\" ()\r\n"));
+        let (v, _) = respond(&mut r, b"* LIST () \"/\" \"Contacts\" (\"OLDNAME\" (\"Stuff\"))\r\n");
+        assert_eq!(v, Verdict::Drop);
+        let (v, _) =
+            respond(&mut r, b"* ESEARCH (TAG \"a\" MAILBOX \"Calendar\" UIDVALIDITY 1) ALL 1\r\n");
+        assert_eq!(v, Verdict::Drop);
+    }
+
+    #[test]
+    fn notify_and_search_filters_cannot_name_hidden_folders() {
+        for line in [
+            &b"a NOTIFY SET (mailboxes Calendar (MessageNew))\r\n"[..],
+            b"a NOTIFY SET (subtree (INBOX \"Contacts\") (MessageNew))\r\n",
+            b"a SEARCH IN (mailboxes \"Calendar/Personal\") ALL\r\n",
+        ] {
+            assert_eq!(command(line), not_found(), "{}", String::from_utf8_lossy(line));
+        }
+        assert_eq!(command(b"a NOTIFY SET (subtree INBOX (MessageNew))\r\n"), Verdict::Pass);
     }
 }
