@@ -15,4 +15,6 @@ mod relay;
 mod routing;
 mod rules;
 mod rules_bypass;
+mod smuggling;
+mod smuggling_generated;
 mod tls;

@@ -660,7 +660,8 @@ fn rules_absent_session_relays_exactly_as_direct() {
         assert_eq!(text(&strip(&via)), text(&strip(&direct)), "{cmd}");
     }
     // CAPABILITY: Dovecot's list minus what the relay cannot pass on.
-    let via = words_of(&c.cmd_ok("b", "CAPABILITY"));
+    let caps = |r: &[u8]| words_of(&r[..r.len() - last_line(r).len()]);
+    let via = caps(&c.cmd_ok("b", "CAPABILITY"));
     let relayable = |w: &String| {
         let dropped = ["SASL-IR", "STARTTLS", "LOGINDISABLED"].contains(&w.as_str())
             || w.starts_with("AUTH=")
@@ -668,7 +669,7 @@ fn rules_absent_session_relays_exactly_as_direct() {
         !dropped
     };
     let direct: Vec<String> =
-        words_of(&d.cmd_ok("b", "CAPABILITY")).into_iter().filter(relayable).collect();
+        caps(&d.cmd_ok("b", "CAPABILITY")).into_iter().filter(relayable).collect();
     assert_eq!(via, direct, "CAPABILITY");
     c.cmd_ok("e", "EXAMINE INBOX");
     d.cmd_ok("e", "EXAMINE INBOX");

@@ -66,6 +66,25 @@ impl Client {
         c
     }
 
+    /// Connects from the loopback address `from` (to tell sessions apart in a server's
+    /// record) and reads the greeting.
+    pub fn connect_from(from: [u8; 4], port: u16) -> Client {
+        use nix::sys::socket::{
+            bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
+        };
+        use std::os::fd::AsRawFd;
+        let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+            .expect("socket");
+        let [a, b, c, d] = from;
+        bind(fd.as_raw_fd(), &SockaddrIn::new(a, b, c, d, 0)).expect("bind the client address");
+        connect(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, port)).expect("connect");
+        let s = TcpStream::from(fd);
+        s.set_nodelay(true).ok();
+        let mut c = Client::from_conn(Box::new(s));
+        c.greeting = c.read_line();
+        c
+    }
+
     pub fn from_conn(conn: Box<dyn Conn>) -> Client {
         conn.set_timeout(Some(WAIT)).expect("set timeout");
         let writer = conn.try_clone_box().expect("clone stream");

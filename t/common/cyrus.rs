@@ -100,6 +100,30 @@ impl Cyrus {
         panic!("cyrus master did not start (it logs to syslog); its output:\n{last_err}");
     }
 
+    /// Makes Cyrus keep its protocol telemetry of `user`'s sessions from now on: imapd
+    /// writes what it receives and sends to `{configdirectory}/log/USER/PID` once that
+    /// directory exists.
+    pub fn record_user(&self, user: &str) {
+        let dir = self.dir.join("conf/log").join(user);
+        std::fs::create_dir_all(&dir).expect("mkdir telemetry");
+        let owner = nix::unistd::User::from_name("cyrus").ok().flatten().expect("user cyrus");
+        for d in [self.dir.join("conf/log"), dir] {
+            std::os::unix::fs::chown(&d, Some(owner.uid.as_raw()), Some(owner.gid.as_raw()))
+                .expect("chown telemetry");
+        }
+    }
+
+    /// `user`'s telemetry: every session's record, input and output interleaved as Cyrus
+    /// wrote them (input follows `<TIME<` marks, output `>TIME>` marks).
+    pub fn telemetry(&self, user: &str) -> Vec<u8> {
+        let dir = self.dir.join("conf/log").join(user);
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files.iter().flat_map(|f| std::fs::read(f).unwrap_or_default()).collect()
+    }
+
     /// Stops Cyrus (SIGTERM to the master by PID; it stops its children).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -20,7 +20,13 @@ pub struct Dovecot {
     child: Option<Child>,
     pub port: u16,
     dir: TempDir,
+    /// Keeps a record of the sessions of users given to `record_user`.
+    recorded: bool,
 }
+
+/// Where a recorded Dovecot's direct (test) sessions come from, so its record of the
+/// sessions through imapgate (from 127.0.0.1) leaves them out.
+const DIRECT_FROM: [u8; 4] = [127, 0, 0, 2];
 
 /// Who a private Dovecot runs as: the dovecot users when root, else the current user.
 pub struct Identity {
@@ -76,6 +82,18 @@ impl Dovecot {
     /// `imap_capability = ...` or `login_trusted_networks = ...`) appended to the
     /// generated configuration.
     pub fn start_with(extra: &str) -> Dovecot {
+        Dovecot::start_configured(extra, false)
+    }
+
+    /// A Dovecot that keeps its own record of every session: a rawlog of the bytes each
+    /// user's sessions received (`rawlog_in`) and an event line for every command it
+    /// executed, as its own parser read it (`executed`). Call `record_user` before the
+    /// user's session starts.
+    pub fn start_recorded() -> Dovecot {
+        Dovecot::start_configured("", true)
+    }
+
+    fn start_configured(extra: &str, record: bool) -> Dovecot {
         let bin = require_tool("dovecot", "dovecot-imapd");
         let dir = TempDir::new("dovecot");
         let id = identity();
@@ -95,11 +113,12 @@ impl Dovecot {
         for _attempt in 0..5 {
             let port = free_port();
             let conf = dir.join("dovecot.conf");
-            let body = format!("{}\n{extra}\n", config(&dir, &id, port));
+            let recording = if record { recording(&dir) } else { String::new() };
+            let body = format!("{}\n{recording}{extra}\n", config(&dir, &id, port));
             std::fs::write(&conf, body).expect("write dovecot.conf");
             let mut child = spawn(&bin, &dir);
             if wait_for_port(port, &mut child, Duration::from_secs(20)) {
-                return Dovecot { child: Some(child), port, dir };
+                return Dovecot { child: Some(child), port, dir, recorded: record };
             }
             stop_child(&mut child, Duration::from_secs(5));
             last_err = format!(
@@ -144,7 +163,11 @@ impl Dovecot {
 
     /// A direct (proxy-less) logged-in connection.
     pub fn connect_as(&self, user: &str) -> Client {
-        let mut c = Client::connect(self.port);
+        let mut c = if self.recorded {
+            Client::connect_from(DIRECT_FROM, self.port)
+        } else {
+            Client::connect(self.port)
+        };
         c.login(user, Dovecot::password(user));
         c
     }
@@ -183,6 +206,63 @@ impl Dovecot {
             pid
         });
         found.unwrap_or_else(|| panic!("no login of {user} in the dovecot log:\n{}", self.log()))
+    }
+
+    /// Makes Dovecot keep a rawlog of `user`'s sessions from 127.0.0.1 (through imapgate)
+    /// from now on; direct sessions come from elsewhere and are not recorded.
+    pub fn record_user(&self, user: &str) {
+        let dir = self.dir.join("rawlog").join(format!("{user}@127.0.0.1"));
+        std::fs::create_dir_all(&dir).expect("mkdir rawlog");
+        let id = identity();
+        if id.root {
+            std::os::unix::fs::chown(&dir, Some(id.uid), Some(id.gid)).expect("chown rawlog");
+        }
+    }
+
+    /// What `user`'s sessions sent Dovecot after login, all sessions in order, as
+    /// Dovecot's rawlog recorded it (its time stamps removed).
+    pub fn rawlog_in(&self, user: &str) -> Vec<u8> {
+        self.rawlog(user).into_iter().flat_map(|(input, _)| input).collect()
+    }
+
+    /// Per session through imapgate, what Dovecot received and what it sent, as its
+    /// rawlog recorded them (time stamps removed).
+    pub fn rawlog(&self, user: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let dir = self.dir.join("rawlog").join(format!("{user}@127.0.0.1"));
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.retain(|p| p.extension().is_some_and(|e| e == "in"));
+        files.sort();
+        let read = |path: &std::path::Path| {
+            let raw = std::fs::read(path).unwrap_or_default();
+            let mut out = Vec::new();
+            // Every line, literal lines too, starts with "SECS.USECS ".
+            for line in raw.split_inclusive(|&b| b == b'\n') {
+                let start = line.iter().position(|&b| b == b' ').map_or(line.len(), |p| p + 1);
+                out.extend_from_slice(&line[start..]);
+            }
+            out
+        };
+        files.iter().map(|f| (read(f), read(&f.with_extension("out")))).collect()
+    }
+
+    /// The commands Dovecot executed for `user`, as its parser read them, from the
+    /// `imap_command_finished` events in its log (poll: events arrive asynchronously).
+    pub fn executed(&self, user: &str) -> Vec<Executed> {
+        let log = self.log();
+        log.lines()
+            .filter(|l| l.contains("\"event\":\"imap_command_finished\""))
+            .filter(|l| json_field(l, "user").as_deref() == Some(user))
+            .filter(|l| !l.contains("\"remote_ip\":\"127.0.0.2\""))
+            .map(|l| Executed {
+                tag: json_field(l, "cmd_tag").unwrap_or_default(),
+                name: json_field(l, "cmd_name").unwrap_or_default(),
+                input_name: json_field(l, "cmd_input_name").unwrap_or_default(),
+                args: json_field(l, "cmd_args").unwrap_or_default(),
+                reply: json_field(l, "tagged_reply_state").unwrap_or_default(),
+            })
+            .collect()
     }
 
     /// Stops Dovecot (SIGTERM to the master by PID; it stops its children).
@@ -224,6 +304,56 @@ fn spawn(bin: &std::path::Path, dir: &TempDir) -> Child {
         .stderr(log)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()))
+}
+
+/// One command as Dovecot executed it.
+#[derive(Clone, Debug)]
+pub struct Executed {
+    pub tag: String,
+    /// Dovecot's name for it (`unknown` for a command it does not know).
+    pub name: String,
+    /// The name as the client sent it.
+    pub input_name: String,
+    /// The arguments as Dovecot's parser read them (literal contents of APPEND left out).
+    pub args: String,
+    /// OK, NO or BAD.
+    pub reply: String,
+}
+
+/// The rawlog and the command events (helper-verified on Dovecot 2.3.19).
+fn recording(dir: &TempDir) -> String {
+    let d = dir.path().display();
+    format!(
+        "protocol imap {{\n  rawlog_dir = {d}/rawlog/%u@%{{rip}}\n}}\n\
+         event_exporter log {{\n  format = json\n  format_args = time-rfc3339\n  transport = log\n}}\n\
+         metric imap_commands {{\n  exporter = log\n  exporter_include = name fields\n  \
+         filter = event=imap_command_finished\n}}\n"
+    )
+}
+
+/// The string value of `"key":"..."` in a JSON line, unescaped (enough for Dovecot's
+/// event lines: string fields, `\\`, `\"`, `\r`, `\n`, `\t`, `\uXXXX`).
+pub fn json_field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    let mut out = String::new();
+    let mut chars = line[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                'n' => out.push('\n'),
+                'r' => out.push('\r'),
+                't' => out.push('\t'),
+                'u' => {
+                    let hex: String = chars.by_ref().take(4).collect();
+                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                }
+                other => out.push(other),
+            },
+            c => out.push(c),
+        }
+    }
+    None
 }
 
 fn config(dir: &TempDir, id: &Identity, port: u16) -> String {

@@ -21,6 +21,14 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// The resident memory of the imapgate process, in KiB (VmRSS).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("imapgate runs").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+        line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmRSS value")
+    }
+
     /// Starts `imapgate -d debug -f CONFIG` and waits for its port.
     pub fn start(config_body: &str) -> Proxy {
         Proxy::start_with(config_body, &["-d", "debug"])

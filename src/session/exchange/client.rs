@@ -19,6 +19,21 @@ use super::{Await, AwaitKind, Exchange, Out, Stop, INSPECT_LITERAL, INSPECT_MAX}
 /// Literals one command may carry: each one costs a look at the command so far.
 pub const MAX_LITERALS: usize = 256;
 
+/// What may follow UID (RFC 9051, RFC 6851 MOVE, RFC 5256 SORT/THREAD, RFC 4315
+/// EXPUNGE, RFC 8508 REPLACE). Anything else is refused: a server that reads `UID SELECT`
+/// as SELECT would run a command the rules judged as something else.
+const UID_COMMANDS: &[&str] = &[
+    "UID FETCH",
+    "UID STORE",
+    "UID SEARCH",
+    "UID COPY",
+    "UID MOVE",
+    "UID EXPUNGE",
+    "UID SORT",
+    "UID THREAD",
+    "UID REPLACE",
+];
+
 /// Commands without arguments (RFC 9051 and extensions): one carrying any is refused, as
 /// a server that does not read them might take what follows for the next command.
 const TAKES_NO_ARGUMENTS: &[&str] = &[
@@ -300,6 +315,9 @@ fn judge(ex: &mut Exchange, look: &mut Command) -> Verdict {
         "LOGIN" | "AUTHENTICATE" => Some("BAD [CLIENTBUG] Already authenticated.".to_string()),
         "STARTTLS" | "COMPRESS" => {
             Some(format!("NO [CANNOT] {name} is not available after login."))
+        }
+        _ if name.starts_with("UID") && !UID_COMMANDS.contains(&name) => {
+            Some("BAD Unknown UID command.".to_string())
         }
         _ if TAKES_NO_ARGUMENTS.contains(&name) && !look.args.is_empty() => {
             Some(format!("BAD {name} takes no arguments."))

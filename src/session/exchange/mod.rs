@@ -20,6 +20,8 @@
 //! releasing the client side when the backend grants or refuses a literal.
 
 mod client;
+#[cfg(any(test, fuzzing))]
+pub mod model;
 mod server;
 mod tags;
 
