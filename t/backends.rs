@@ -334,7 +334,14 @@ fn trusting_dovecot_logs_the_client_address_forwarded_by_id() {
     let client_port = stream.local_addr().unwrap().port();
     let mut c = Client::from_conn(Box::new(stream));
     c.greeting = c.read_line();
-    c.cmd_ok("I", "ID (\"name\" \"backends-test\" \"version\" \"1\")");
+    // 30 pairs, the RFC 2971 maximum, one of them a forged address: imapgate's own
+    // fields must still reach Dovecot, and the forged one must not.
+    let mut id = String::from("ID (\"name\" \"backends-test\" \"x-originating-ip\" \"10.9.9.9\"");
+    for i in 0..28 {
+        id.push_str(&format!(" \"x-field{i}\" \"v\""));
+    }
+    id.push(')');
+    c.cmd_ok("I", &id);
     c.login(&user, "secret");
     c.cmd_ok("S", "SELECT INBOX");
     c.logout();
@@ -350,4 +357,5 @@ fn trusting_dovecot_logs_the_client_address_forwarded_by_id() {
     assert!(login.contains("rip=127.0.0.2,"), "rip is not the client's: {login}");
     assert!(login.contains("lip=127.0.0.1"), "{login}");
     assert!(dv.log().contains("backends-test"), "the client's ID was not forwarded:\n{}", dv.log());
+    assert!(!dv.log().contains("10.9.9.9"), "a forged address reached Dovecot:\n{}", dv.log());
 }

@@ -27,7 +27,8 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn new(prefix: &str, rules: &str, sections: &str) -> Recorded {
-        let dv = Dovecot::start_recorded();
+        // The list index makes Dovecot's NOTIFY report renames (with OLDNAME).
+        let dv = Dovecot::start_recorded("mailbox_list_index = yes\n");
         let user = unique_user(prefix);
         let mut d = dv.connect_as(&user);
         for f in FOLDERS {
@@ -726,4 +727,28 @@ fn telemetry_half(record: &[u8], mark: u8) -> Vec<u8> {
         }
     }
     out
+}
+
+#[test]
+fn smuggling_notify_shows_no_rename_from_a_hidden_folder() {
+    let w = Recorded::new("sm-notify", "no-delete, groupware", DENY_HIDE);
+    let mut c = w.client();
+    c.cmd_ok("n", "NOTIFY SET (personal (MailboxName SubscriptionChange MessageNew))");
+    let r = c.cmd("m", "NOTIFY SET (mailboxes Calendar (MessageNew))");
+    assert!(tagged(&r).starts_with("m NO [NONEXISTENT]"), "{}", text(&r));
+    // Another client (not through imapgate) renames the hidden Contacts and delivers
+    // to the hidden Calendar.
+    let mut d = w.direct();
+    d.cmd_ok("R", "RENAME Contacts Stuff");
+    d.logout();
+    w.dv.append_message(&w.user, "Calendar", &text_message("new", "event"));
+    // The notification arrives (Dovecot sends it at the next command at the latest).
+    let seen = wait_until(WAIT, || {
+        let r = text(&c.cmd_ok("p", "NOOP"));
+        r.contains("Stuff").then_some(r)
+    })
+    .expect("a LIST notification for the rename");
+    assert!(!seen.contains("Contacts"), "the hidden old name reached the client: {seen}");
+    assert!(!seen.contains("Calendar"), "news of the hidden Calendar reached the client: {seen}");
+    c.logout();
 }

@@ -89,8 +89,8 @@ impl Dovecot {
     /// user's sessions received (`rawlog_in`) and an event line for every command it
     /// executed, as its own parser read it (`executed`). Call `record_user` before the
     /// user's session starts.
-    pub fn start_recorded() -> Dovecot {
-        Dovecot::start_configured("", true)
+    pub fn start_recorded(extra: &str) -> Dovecot {
+        Dovecot::start_configured(extra, true)
     }
 
     fn start_configured(extra: &str, record: bool) -> Dovecot {
