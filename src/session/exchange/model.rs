@@ -53,9 +53,17 @@ pub fn check(input: &[u8]) {
     }
     let received = String::from_utf8_lossy(&backend.received);
     for (name, args) in &backend.executed {
-        let mailbox = first_astring(args);
+        // COPY and MOVE name their target second (a sequence set comes first).
+        let args_of_mailbox = match name.as_str() {
+            "COPY" | "MOVE" => args_after(args, 1),
+            _ => args.clone(),
+        };
+        let mailbox = first_astring(&args_of_mailbox);
+        let renamed_to =
+            if name == "RENAME" { first_astring(&args_after(args, 1)) } else { Vec::new() };
         let denied = matches!(name.as_str(), "DELETE" | "EXPUNGE");
-        let hidden = MAILBOX_COMMANDS.contains(&name.as_str()) && is_hidden(&mailbox);
+        let hidden = MAILBOX_COMMANDS.contains(&name.as_str())
+            && (is_hidden(&mailbox) || is_hidden(&renamed_to));
         assert!(
             !denied && !hidden,
             "executed {name} {:?}; the backend received {received:?}",
