@@ -3,6 +3,7 @@
 //! owns the three log lines an administrator greps: SESSION-START, LOGIN, SESSION-END.
 
 pub mod exchange;
+pub mod relay;
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -10,16 +11,39 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::backend::route::{self, RouteError};
 use crate::backend::{self, LoginError};
 use crate::config::{Config, TlsMode};
 use crate::imap::preauth::{Action, Limits, Login, PreAuth, Security};
-use crate::relay::{Counters, End, Relay};
-use crate::route::{self, RouteError};
+use crate::net::tls;
+use crate::net::transport::Transport;
 use crate::rules::{self, Engine, Response};
-use crate::tls;
-use crate::transport::Transport;
-use crate::Runtime;
+use crate::session::relay::{Counters, End, Relay};
 use exchange::Exchange;
+
+/// What every session shares: the configuration and the TLS configurations built from it.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The loaded configuration.
+    pub config: Config,
+    /// TLS configurations, loaded before any privilege drop.
+    pub tls: crate::net::tls::Contexts,
+    /// What is known about the backends: up or down, capabilities.
+    pub backends: crate::backend::state::Backends,
+    /// Per listener, the backends its map can route to.
+    pub reachable: Vec<Vec<usize>>,
+}
+
+impl Runtime {
+    /// Everything sessions share, built from a loaded configuration.
+    pub fn new(config: Config, tls: crate::net::tls::Contexts) -> Runtime {
+        let backends = crate::backend::state::Backends::new(&config);
+        let reachable = (0..config.listeners.len())
+            .map(|l| crate::backend::state::reachable(&config, l))
+            .collect();
+        Runtime { config, tls, backends, reachable }
+    }
+}
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -63,7 +87,7 @@ pub fn serve(runtime: Arc<Runtime>, origin: Origin, client: TcpStream) {
         counters: Counters::default(),
     };
     let reason = session.run(Transport::plain(client));
-    crate::stats::add_bytes(session.counters.from_client, session.counters.to_client);
+    crate::daemon::stats::add_bytes(session.counters.from_client, session.counters.to_client);
     let user = session.user.as_deref().map_or("-".to_string(), printable);
     // Reasons are one word for greps; "word (details)" puts the details in their own field.
     let (reason, detail) = match reason.split_once(" (") {
@@ -174,7 +198,7 @@ impl Session<'_> {
                     return reason;
                 }
             }
-            if crate::signals::is_shutting_down() {
+            if crate::daemon::signals::is_shutting_down() {
                 let _ = self.send(&mut client, b"* BYE [UNAVAILABLE] Server shutting down.\r\n");
                 return "shutdown".into();
             }
@@ -261,7 +285,7 @@ impl Session<'_> {
                 Err(e)
                     if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
                 {
-                    if crate::signals::is_shutting_down() {
+                    if crate::daemon::signals::is_shutting_down() {
                         return Err(io::Error::new(io::ErrorKind::Interrupted, "shutdown"));
                     }
                 }
@@ -347,7 +371,8 @@ impl Session<'_> {
         };
         let tls = self.client_tls.as_deref().map_or(String::new(), |t| format!(" {t}"));
         // client= comes last, after anything the client chose, for fail2ban's <HOST>.
-        let ip = crate::limits::parse_ip(&self.origin.client).map_or("-".into(), |a| a.to_string());
+        let ip = crate::daemon::admission::parse_ip(&self.origin.client)
+            .map_or("-".into(), |a| a.to_string());
         log::info!(
             "LOGIN id={id} user={user} backend={backend_name} result=failed reason={reason}{}{tls} client={ip}",
             detail.map_or(String::new(), |d| format!(" detail={}", printable(&d)))
@@ -357,7 +382,7 @@ impl Session<'_> {
             // The same delay for unknown users and wrong passwords: timing tells nothing.
             // It grows with the failures from this address (limits.rs), up to a block.
             let global = &self.config.global;
-            let failure = crate::limits::login_failed(
+            let failure = crate::daemon::admission::login_failed(
                 &self.origin.client,
                 &global.daemon,
                 global.login_failure_delay,
@@ -370,7 +395,7 @@ impl Session<'_> {
             return Err(Some(client_error(e)));
         }
         if blocked {
-            let _ = self.send(client, crate::limits::Refusal::Blocked.bye());
+            let _ = self.send(client, crate::daemon::admission::Refusal::Blocked.bye());
             return Err(Some("login-blocked".into()));
         }
         let mut more = Vec::new();

@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 
-use imapgate::proxy_protocol::encode_v2;
+use imapgate::net::proxy_protocol::encode_v2;
 
 use super::*;
 

@@ -18,7 +18,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, S
 use crate::config::{
     ClientCertMode, Config, ConfigError, ConfigErrors, FileRef, TlsMode, TlsVersion,
 };
-use crate::x509;
+use crate::net::x509;
 
 /// Where a distribution keeps the system's trusted CA bundle (Debian/Ubuntu, RHEL/Fedora,
 /// SUSE, Alpine/BSD). The first one that exists is used for backends without `ca`.

@@ -32,8 +32,8 @@ pub fn refused() {
 /// session code does, next to its SESSION-END line); in a fork-mode session process the
 /// counts go to the listener process.
 pub fn add_bytes(from_client: u64, to_client: u64) {
-    if crate::fork::is_child() {
-        crate::fork::report(&format!("B {from_client} {to_client}"));
+    if crate::daemon::fork::is_child() {
+        crate::daemon::fork::report(&format!("B {from_client} {to_client}"));
     } else {
         apply_bytes(from_client, to_client);
     }
@@ -53,7 +53,7 @@ pub fn open() -> u64 {
 /// The one-line status for SIGUSR1; `backends` is `name=up|down ...`, or `unknown`
 /// where this process does not track them (the fork-mode listener).
 pub fn status_line(mode: &str, backends: &str) -> String {
-    let (admitted, blocked) = crate::limits::snapshot();
+    let (admitted, blocked) = crate::daemon::admission::snapshot();
     format!(
         "STATUS mode={mode} sessions_open={} sessions_total={} refused={} admitted={admitted} \
          blocked_addresses={blocked} bytes_from_clients={} bytes_to_clients={} backends={backends}",

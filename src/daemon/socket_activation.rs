@@ -39,7 +39,7 @@ pub fn take() -> Result<Option<Vec<Passed>>, String> {
     let mut passed = Vec::new();
     for i in 0..count {
         let fd = FIRST_FD + i;
-        let owned = crate::sys::adopt_socket(fd)
+        let owned = crate::daemon::sys::adopt_socket(fd)
             .ok_or_else(|| format!("socket activation: fd {fd} is not a socket"))?;
         let socket = TcpListener::from(owned);
         let flags = nix::fcntl::fcntl(socket.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFD)

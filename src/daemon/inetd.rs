@@ -11,10 +11,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 
-use crate::limits::Refusal;
-use crate::listener::{self, PROXY_HEADER_TIMEOUT};
+use crate::daemon::admission::Refusal;
+use crate::daemon::listener::{self, PROXY_HEADER_TIMEOUT};
+use crate::net::proxy_protocol;
+use crate::session::Runtime;
 use crate::session::{self, Origin};
-use crate::{proxy_protocol, Runtime};
 
 /// Takes the client socket from stdin and detaches the standard descriptors.
 pub fn take_client() -> io::Result<TcpStream> {

@@ -23,8 +23,8 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use crate::imap::framer::{AfterContinuation, Event, Framer, Side, Step};
 use crate::imap::response::{self, Kind};
 use crate::imap::{capability, command};
+use crate::net::transport::Transport;
 use crate::session::exchange::{Exchange, Stop};
-use crate::transport::Transport;
 
 /// Size of each direction's buffer while data flows; released when the pipe is empty.
 const BUF_SIZE: usize = 64 * 1024;
@@ -346,7 +346,7 @@ impl Relay {
             self.c2s.release_unless_bulk();
             self.s2c.release_unless_bulk();
             let (client_ev, backend_ev) = match self.wait(last_activity) {
-                Ok(Some(_)) if crate::signals::is_shutting_down() => return End::Shutdown,
+                Ok(Some(_)) if crate::daemon::signals::is_shutting_down() => return End::Shutdown,
                 Ok(Some(events)) => events,
                 Ok(None) => return End::IdleTimeout,
                 Err(e) => return End::ClientError(format!("poll: {e}")),
@@ -517,7 +517,7 @@ impl Relay {
             let ms = if ready_now { 0 } else { left.as_millis().min(i32::MAX as u128) as i32 };
             // The third descriptor wakes the loop when imapgate is stopping (without
             // one, the client socket is listed again with no events asked for).
-            let shutdown = crate::signals::shutdown_fd();
+            let shutdown = crate::daemon::signals::shutdown_fd();
             let client_fd = self.client.socket().as_fd();
             let mut fds = [
                 PollFd::new(client_fd, client_want),

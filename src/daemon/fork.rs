@@ -29,12 +29,14 @@ use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::limits::{self, Refusal, Slot};
-use crate::listener::{self, Bound, BYE_WAIT, PROXY_HEADER_TIMEOUT};
+use crate::daemon::admission::{self, Refusal, Slot};
+use crate::daemon::listener::{self, Bound, BYE_WAIT, PROXY_HEADER_TIMEOUT};
+use crate::daemon::signals::{self, Event};
+use crate::daemon::sys::{self, Forked};
+use crate::daemon::{privdrop, reload, stats};
+use crate::net::proxy_protocol;
+use crate::session::Runtime;
 use crate::session::{self, Origin};
-use crate::signals::{self, Event};
-use crate::sys::{self, Forked};
-use crate::{privdrop, proxy_protocol, reload, stats, Runtime};
 
 static IS_CHILD: AtomicBool = AtomicBool::new(false);
 static REPORT: OnceLock<OwnedFd> = OnceLock::new();
@@ -335,7 +337,7 @@ impl Parent {
         match words[..] {
             ["F", ip] => {
                 if let Ok(ip) = ip.parse() {
-                    limits::apply_report(ip, &self.runtime.config.global.daemon);
+                    admission::apply_report(ip, &self.runtime.config.global.daemon);
                 }
             }
             ["B", from, to] => {
@@ -346,7 +348,7 @@ impl Parent {
     }
 
     fn reload(&mut self) {
-        crate::logging::reopen();
+        crate::daemon::logging::reopen();
         let Some(new) = reload::load(&mut self.ctx, &self.runtime) else {
             return;
         };

@@ -15,8 +15,10 @@
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigErrors};
-use crate::privdrop::{self, Spec};
-use crate::{cli, logging, tls, Runtime};
+use crate::daemon::privdrop::{self, Spec};
+use crate::daemon::{cli, logging};
+use crate::net::tls;
+use crate::session::Runtime;
 
 /// What the accept loop needs to reload.
 pub struct Ctx {

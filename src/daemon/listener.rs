@@ -20,11 +20,13 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signalfd::SignalFd;
 
 use crate::config::Config;
-use crate::limits::{self, Refusal, Slot};
-use crate::reload;
+use crate::daemon::admission::{self, Refusal, Slot};
+use crate::daemon::reload;
+use crate::daemon::signals::{self, Event};
+use crate::daemon::{socket_activation, stats};
+use crate::net::proxy_protocol;
+use crate::session::Runtime;
 use crate::session::{self, Origin};
-use crate::signals::{self, Event};
-use crate::{proxy_protocol, socket_activation, stats, Runtime};
 
 /// Longest wait for the PROXY header of a connection from a load balancer.
 pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -155,7 +157,7 @@ pub fn run(
             for event in signals::pending(&mut signals) {
                 match event {
                     Event::Reload => {
-                        crate::logging::reopen();
+                        crate::daemon::logging::reopen();
                         if let Some(new) = reload::load(&mut ctx, &runtime) {
                             match remap(&mut bound, &runtime.config, &new.config) {
                                 Ok(()) => {
@@ -244,7 +246,7 @@ pub fn admit(runtime: &Runtime, listener: usize, client: SocketAddr) -> Result<S
     if !runtime.config.listeners[listener].access.permits(client.ip()) {
         return Err(Refusal::Denied);
     }
-    limits::admit(client.ip(), &runtime.config.global.daemon)
+    admission::admit(client.ip(), &runtime.config.global.daemon)
 }
 
 fn spawn_session(runtime: &Arc<Runtime>, listener: usize, stream: TcpStream, peer: SocketAddr) {

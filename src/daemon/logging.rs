@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use crate::config::{Global, LogTarget};
-use crate::sys;
+use crate::daemon::sys;
 
 /// The log file, when logging to one: reopened by [`reopen`].
 static FILE: OnceLock<(PathBuf, Mutex<File>)> = OnceLock::new();

@@ -9,7 +9,7 @@ use std::thread;
 
 use crate::backend::{self, LoginError};
 use crate::imap::sasl::Secret;
-use crate::Runtime;
+use crate::session::Runtime;
 
 /// Starts the discovery thread for `runtime` (thread mode, after the privilege drop).
 pub fn start(runtime: Arc<Runtime>) {

@@ -16,8 +16,8 @@ use crate::imap::command::push_quoted;
 use crate::imap::framer::{Event, Framer, Side};
 use crate::imap::response::{self, Kind};
 use crate::imap::sasl::{self, Secret};
-use crate::tls::{self, BackendTls};
-use crate::transport::Transport;
+use crate::net::tls::{self, BackendTls};
+use crate::net::transport::Transport;
 
 /// A logged-in backend connection, ready for the relay.
 #[derive(Debug)]
@@ -149,7 +149,7 @@ pub fn greet(
     let deadline = Instant::now() + backend.timeout;
     let sock = connect(backend)?;
     if let (true, Some(src), Ok(dst)) = (backend.send_proxy_protocol, client, sock.peer_addr()) {
-        let header = crate::proxy_protocol::encode_v2(src, dst);
+        let header = crate::net::proxy_protocol::encode_v2(src, dst);
         (&sock).write_all(&header).map_err(|e| unavailable(format!("PROXY header: {e}")))?;
     }
     let mut stream = Transport::plain(sock);

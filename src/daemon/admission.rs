@@ -168,7 +168,7 @@ pub fn login_failed(client: &str, d: &Daemon, base: Duration) -> Failure {
         return Failure { count: 1, delay: base, blocked: false };
     };
     let failure = record(ip, d, base);
-    crate::fork::report(&format!("F {ip}"));
+    crate::daemon::fork::report(&format!("F {ip}"));
     failure
 }
 

@@ -1,0 +1,8 @@
+//! The byte transports under IMAP: a socket with or without TLS (`transport`), the
+//! rustls configurations (`tls`) and the certificate reader they use (`x509`), and the
+//! HAProxy PROXY protocol (`proxy_protocol`).
+
+pub mod proxy_protocol;
+pub mod tls;
+pub mod transport;
+pub mod x509;
