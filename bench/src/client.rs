@@ -83,7 +83,7 @@ pub struct Done {
 }
 
 pub fn err(msg: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::Other, msg.into())
+    io::Error::other(msg.into())
 }
 
 fn text(b: &[u8]) -> String {
@@ -230,6 +230,44 @@ impl Conn {
                 done.exists = std::str::from_utf8(&self.line[2..self.line.len() - 9])
                     .ok()
                     .and_then(|n| n.parse().ok());
+            }
+        }
+    }
+
+    /// Reads up to the next tagged answer, whatever its tag (pipelined
+    /// commands), skipping untagged responses and their literals. A
+    /// continuation request is an error: a pipelining client only sends
+    /// non-synchronizing literals, which must not be answered with `+`.
+    pub fn next_tagged(&mut self) -> io::Result<Done> {
+        loop {
+            self.read_line()?;
+            while let Some(n) = literal_len(&self.line) {
+                self.skip(n, None)?;
+                self.read_line()?;
+            }
+            if self.line.starts_with(b"+") {
+                return Err(err(format!("unexpected continuation request: {}", text(&self.line))));
+            }
+            if !self.line.starts_with(b"* ") {
+                let ok = self.line.split(|&c| c == b' ').nth(1) == Some(b"OK");
+                return Ok(Done { ok, status: text(&self.line), ..Done::default() });
+            }
+        }
+    }
+
+    /// The capability names of the untagged answer to `CAPABILITY`.
+    pub fn capabilities(&mut self) -> io::Result<Vec<String>> {
+        self.send(b"c CAPABILITY\r\n")?;
+        let mut caps = Vec::new();
+        loop {
+            self.read_line()?;
+            if let Some(rest) = self.line.strip_prefix(b"* CAPABILITY ") {
+                caps = text(rest).split(' ').map(str::to_string).collect();
+            } else if self.line.starts_with(b"c ") {
+                if !self.line.starts_with(b"c OK") {
+                    return Err(err(format!("CAPABILITY: {}", text(&self.line))));
+                }
+                return Ok(caps);
             }
         }
     }

@@ -1,11 +1,12 @@
-//! The load generator: login loops, bulk and small FETCH, idle sessions.
+//! The load generator: login loops, bulk and small FETCH, APPEND, idle sessions.
 //! Blocking sockets, one thread per simulated client.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::client::{err, Conn, Endpoint};
-use crate::setup::PASSWORD;
+use crate::setup::{message, PASSWORD};
 use crate::sys;
 
 pub struct LoginResult {
@@ -133,6 +134,89 @@ pub fn fetch(ep: &Endpoint, user: &str, count: u64, size: u64, repeats: usize, p
     let proxy_cpu = sys::tree_cpu(proxy) - cpu0;
     let _ = c.cmd("z", "LOGOUT", None);
     Ok(FetchResult { bytes, secs, proxy_cpu })
+}
+
+pub struct AppendResult {
+    pub messages: u64,
+    pub bytes: u64,
+    pub secs: f64,
+    pub proxy_cpu: f64,
+    /// Median time from sending an APPEND to its tagged OK, ms.
+    pub p50_ms: f64,
+}
+
+/// The APPEND commands, built before the clock starts: `APPEND INBOX {size+}`
+/// and the message in one buffer, as a LITERAL+ client writes it.
+fn append_commands(user: &str, count: usize, size: usize) -> Vec<Vec<u8>> {
+    (1..=count)
+        .map(|n| {
+            let mut c = format!("A{n} APPEND INBOX {{{size}+}}\r\n").into_bytes();
+            c.extend_from_slice(&message(user, n, size));
+            c.extend_from_slice(b"\r\n");
+            c
+        })
+        .collect()
+}
+
+/// Logs in as `user` (a fresh one: the run starts from an empty INBOX) and
+/// appends `count` messages of `size` bytes, one APPEND each, with at most
+/// `window` commands outstanding: 1 waits for every tagged OK (one round trip
+/// per message), 16 is how mbsync/imapsync pipeline. Literals are
+/// non-synchronizing (LITERAL+), so the client itself never waits for `+`.
+/// Afterwards INBOX must hold `count` messages, the last one byte for byte.
+pub fn append(ep: &Endpoint, user: &str, count: usize, size: usize, window: usize, proxy: &[u32]) -> std::io::Result<AppendResult> {
+    let mut c = Conn::open(ep, 64 << 10)?;
+    c.login(user, PASSWORD)?;
+    if !c.capabilities()?.iter().any(|x| x.eq_ignore_ascii_case("LITERAL+")) {
+        return Err(err("no LITERAL+ after login"));
+    }
+    // Dovecot creates the user's maildir and INBOX index here, not during the first APPEND.
+    c.cmd_ok("s", "STATUS INBOX (MESSAGES)", None)?;
+    let cmds = append_commands(user, count, size);
+    let mut lats = Vec::with_capacity(count);
+    let mut sent: VecDeque<(usize, Instant)> = VecDeque::with_capacity(window);
+    let cpu0 = sys::tree_cpu(proxy);
+    let t0 = Instant::now();
+    let mut next = 0;
+    while lats.len() < count {
+        while next < count && sent.len() < window.max(1) {
+            c.send(&cmds[next])?;
+            next += 1;
+            sent.push_back((next, Instant::now()));
+        }
+        let d = c.next_tagged()?;
+        let (n, at) = sent.pop_front().expect("a command is outstanding");
+        if !d.ok || !d.status.starts_with(&format!("A{n} ")) {
+            return Err(err(format!("{user}: APPEND {n}: {}", d.status)));
+        }
+        lats.push(at.elapsed().as_micros().min(u32::MAX as u128) as u32);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let proxy_cpu = sys::tree_cpu(proxy) - cpu0;
+    check_appended(&mut c, user, count, size)?;
+    let _ = c.cmd("z", "LOGOUT", None);
+    lats.sort_unstable();
+    Ok(AppendResult {
+        messages: count as u64,
+        bytes: (count * size) as u64,
+        secs,
+        proxy_cpu,
+        p50_ms: percentile(&lats, 0.50),
+    })
+}
+
+/// INBOX holds `count` messages and the last is the one appended last.
+fn check_appended(c: &mut Conn, user: &str, count: usize, size: usize) -> std::io::Result<()> {
+    let sel = c.cmd_ok("s", "SELECT INBOX", None)?;
+    if sel.exists != Some(count as u64) {
+        return Err(err(format!("{user}: after APPEND: EXISTS {:?}, expected {count}", sel.exists)));
+    }
+    let mut cap = Vec::new();
+    c.cmd_ok("f", &format!("FETCH {count} BODY.PEEK[]"), Some(&mut cap))?;
+    if cap.first() != Some(&message(user, count, size)) {
+        return Err(err(format!("{user}: message {count} differs from what was appended")));
+    }
+    Ok(())
 }
 
 /// Opens `n` logged-in sessions that have selected INBOX, with `threads`

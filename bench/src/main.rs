@@ -9,8 +9,9 @@ mod sys;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use client::{Conn, Endpoint};
@@ -19,14 +20,18 @@ use setup::*;
 use setup::Relaunch;
 
 const USAGE: &str = "usage: imapgate-bench [--quick] [--tls] [--reps N] [--secs S] [--idle N]
-                      [--targets direct,nginx,perdition,imapgate] [--no-install]
-                      [--no-build] [--imapgate PATH] [--keep] [--hold]
-  --quick      1 repetition, 2 s login loops, fewer FETCH rounds (about 2-3 min)
+                      [--targets direct,nginx,perdition,imapgate,imapgate-rules]
+                      [--scenarios login,bulk,small,append,idle] [--appends N]
+                      [--no-install] [--no-build] [--imapgate PATH] [--keep] [--hold]
+  --quick      1 repetition, 2 s login loops, fewer FETCH rounds and APPENDs (about 2-3 min)
   --tls        also measure every target with implicit TLS toward the client
   --reps N     repetitions of every measurement (default 3; the median is reported)
   --secs S     duration of each login loop (default 6)
   --idle N     idle logged-in sessions for the memory figure (default 1000)
-  --targets    subset of targets, comma separated
+  --targets    subset of targets, comma separated (default all but imapgate-rules, which
+               is a second imapgate whose listener has rules: judged mode)
+  --scenarios  subset of scenarios, comma separated (default all)
+  --appends N  messages per APPEND run (default 2000, --quick 500)
   --no-install do not apt-get install missing peers
   --no-build   do not run cargo build --release (use target/release/imapgate)
   --imapgate P use this imapgate binary (implies --no-build)
@@ -41,12 +46,26 @@ pub struct Opts {
     pub idle: usize,
     pub bulk_rounds: usize,
     pub small_rounds: usize,
+    pub appends: usize,
     pub targets: Vec<String>,
+    pub scenarios: Vec<String>,
     install: bool,
     build: bool,
     imapgate: Option<PathBuf>,
     keep: bool,
     hold: bool,
+}
+
+/// Everything `measure` can run, in the order it runs them.
+const SCENARIOS: [&str; 5] = ["login", "bulk", "small", "append", "idle"];
+
+/// Outstanding APPENDs of the pipelined APPEND run (a bulk uploader's window).
+const APPEND_WINDOW: usize = 16;
+
+impl Opts {
+    fn runs(&self, scenario: &str) -> bool {
+        self.scenarios.iter().any(|s| s == scenario)
+    }
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -58,7 +77,9 @@ fn parse_args() -> Result<Opts, String> {
         idle: 1000,
         bulk_rounds: 5,
         small_rounds: 10,
+        appends: 2000,
         targets: ["direct", "nginx", "perdition", "imapgate"].map(String::from).to_vec(),
+        scenarios: SCENARIOS.map(String::from).to_vec(),
         install: true,
         build: true,
         imapgate: None,
@@ -67,6 +88,7 @@ fn parse_args() -> Result<Opts, String> {
     };
     let mut reps = None;
     let mut secs = None;
+    let mut appends = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -77,6 +99,8 @@ fn parse_args() -> Result<Opts, String> {
             "--secs" => secs = Some(val("--secs")?.parse().map_err(|_| "bad --secs")?),
             "--idle" => o.idle = val("--idle")?.parse().map_err(|_| "bad --idle")?,
             "--targets" => o.targets = val("--targets")?.split(',').map(String::from).collect(),
+            "--scenarios" => o.scenarios = val("--scenarios")?.split(',').map(String::from).collect(),
+            "--appends" => appends = Some(val("--appends")?.parse().map_err(|_| "bad --appends")?),
             "--no-install" => o.install = false,
             "--no-build" => o.build = false,
             "--imapgate" => {
@@ -93,8 +117,13 @@ fn parse_args() -> Result<Opts, String> {
         }
     }
     for t in &o.targets {
-        if !["direct", "nginx", "perdition", "imapgate"].contains(&t.as_str()) {
+        if !report::TARGETS.contains(&t.as_str()) {
             return Err(format!("unknown target {t}"));
+        }
+    }
+    for sc in &o.scenarios {
+        if !SCENARIOS.contains(&sc.as_str()) {
+            return Err(format!("unknown scenario {sc}"));
         }
     }
     if o.quick {
@@ -102,7 +131,9 @@ fn parse_args() -> Result<Opts, String> {
         o.secs = 2.0;
         o.bulk_rounds = 2;
         o.small_rounds = 4;
+        o.appends = 500;
     }
+    o.appends = appends.unwrap_or(o.appends).max(1);
     o.reps = reps.unwrap_or(o.reps).max(1);
     o.secs = secs.unwrap_or(o.secs);
     Ok(o)
@@ -140,7 +171,8 @@ fn main() {
 /// `load KIND PORT [N] [SECS]`: one scenario against a running endpoint
 /// (TLS when BENCH_CA names the CA file), for profiling a proxy by hand while
 /// `--hold` keeps it up.
-/// KIND: login (N clients, SECS), bulk, small, idle (N sessions held SECS).
+/// KIND: login (N clients, SECS), bulk, small, idle (N sessions held SECS),
+/// append (N messages, at most SECS of them outstanding; user `append-load-<pid>`).
 fn load_cmd(a: &[String]) -> i32 {
     let kind = a.first().map(String::as_str).unwrap_or("");
     let port: u16 = a.get(1).and_then(|p| p.parse().ok()).unwrap_or(0);
@@ -172,13 +204,28 @@ fn load_cmd(a: &[String]) -> i32 {
                 }
             }
         }
+        "append" => {
+            let user = format!("append-load-{}", std::process::id());
+            match load::append(&e, &user, n, SMALL_SIZE, secs as usize, &[]) {
+                Ok(a) => println!(
+                    "{:.0} messages/s, {:.1} MB/s, p50 {:.2} ms per APPEND",
+                    a.messages as f64 / a.secs,
+                    a.bytes as f64 / 1e6 / a.secs,
+                    a.p50_ms
+                ),
+                Err(err) => {
+                    eprintln!("{err}");
+                    return 1;
+                }
+            }
+        }
         "idle" => {
             let (c, errors, retries, first) = load::open_idle(&e, n, 8);
             println!("{} sessions open, {errors} errors, {retries} failed attempts {first:?}; holding {secs} s", c.len());
             std::thread::sleep(Duration::from_secs_f64(secs));
         }
         _ => {
-            eprintln!("usage: imapgate-bench load login|bulk|small|idle PORT [N] [SECS]");
+            eprintln!("usage: imapgate-bench load login|bulk|small|idle|append PORT [N] [SECS|WINDOW]");
             return 64;
         }
     }
@@ -195,6 +242,12 @@ pub struct Target {
     /// Restarts the proxy (before each idle-memory measurement).
     pub relaunch: Option<Relaunch>,
 }
+
+/// A mode's targets by name; None = not available (printed as n/a).
+type ModeTargets = Vec<(&'static str, Option<Target>)>;
+
+/// One attempt of a scenario: pushes (metric, value), returns other processes' CPU %.
+type ScenarioRun<'a> = dyn FnMut(&mut Vec<(String, f64)>) -> Result<f64, String> + 'a;
 
 fn procs(pids: Vec<u32>) -> Rc<RefCell<Vec<u32>>> {
     Rc::new(RefCell::new(pids))
@@ -238,7 +291,7 @@ fn run(o: &Opts) -> Result<(), String> {
         install_peers()?;
     }
     let want = |t: &str| o.targets.iter().any(|x| x == t);
-    let gate_bin = if !want("imapgate") {
+    let gate_bin = if !want("imapgate") && !want("imapgate-rules") {
         None
     } else if let Some(p) = &o.imapgate {
         Some(p.clone())
@@ -269,7 +322,7 @@ fn run(o: &Opts) -> Result<(), String> {
     *DOVECOT.lock().unwrap() = (dovecot.pid, sys::tree(dovecot.pid).len());
 
     // Targets per mode; None = not available (printed as n/a).
-    let mut modes: Vec<(&'static str, Vec<(&'static str, Option<Target>)>)> = Vec::new();
+    let mut modes: Vec<(&'static str, ModeTargets)> = Vec::new();
     let mut plain = Vec::new();
     let mut tls = Vec::new();
     let tls_none: Option<std::sync::Arc<rustls::ClientConfig>> = None;
@@ -292,15 +345,13 @@ fn run(o: &Opts) -> Result<(), String> {
             tls.push(("perdition", Some(Target { name: "perdition", ep: ep(p.port, &tls_cfg), proxy: procs(vec![p.pid]), relaunch: Some(p.relaunch) })));
         }
     }
-    if let Some(bin) = &gate_bin {
-        let g = start_imapgate(bin, &dir, dovecot.port, o.tls)?;
+    for name in ["imapgate", "imapgate-rules"].into_iter().filter(|t| want(t)) {
+        let Some(bin) = &gate_bin else { break };
+        let g = start_imapgate(bin, &dir, name, dovecot.port, o.tls)?;
         let pr = procs(vec![g.pid]);
         let rl = Some(g.relaunch.clone());
-        plain.push(("imapgate", Some(Target { name: "imapgate", ep: ep(g.port, &tls_none), proxy: pr.clone(), relaunch: rl.clone() })));
-        tls.push((
-            "imapgate",
-            g.tls_port.map(|p| Target { name: "imapgate", ep: ep(p, &tls_cfg), proxy: pr, relaunch: rl }),
-        ));
+        plain.push((name, Some(Target { name, ep: ep(g.port, &tls_none), proxy: pr.clone(), relaunch: rl.clone() })));
+        tls.push((name, g.tls_port.map(|p| Target { name, ep: ep(p, &tls_cfg), proxy: pr, relaunch: rl })));
     }
     modes.push(("plain", plain));
     if o.tls {
@@ -311,11 +362,11 @@ fn run(o: &Opts) -> Result<(), String> {
     for (mode, targets) in &modes {
         for (name, t) in targets {
             let Some(t) = t else {
-                println!("sanity {mode:5} {name:9}: n/a (not supported by this build)");
+                println!("sanity {mode:5} {name:14}: n/a (not supported by this build)");
                 continue;
             };
             sanity(&t.ep).map_err(|e| format!("sanity check {name} ({mode}) failed: {e}"))?;
-            println!("sanity {mode:5} {name:9}: ok (login, SELECT, FETCH bytes match)");
+            println!("sanity {mode:5} {name:14}: ok (login, SELECT, FETCH bytes match)");
         }
     }
     let dports: Vec<u16> = [dovecot.port, dovecot.tls_port].into_iter().filter(|&p| p != 0).collect();
@@ -323,7 +374,7 @@ fn run(o: &Opts) -> Result<(), String> {
         for (mode, targets) in &modes {
             for (name, t) in targets {
                 if let Some(t) = t {
-                    println!("{mode:5} {name:9} {} proxy pids {:?}", t.ep.addr, t.proxy.borrow());
+                    println!("{mode:5} {name:14} {} proxy pids {:?}", t.ep.addr, t.proxy.borrow());
                 }
             }
         }
@@ -358,7 +409,9 @@ fn run(o: &Opts) -> Result<(), String> {
         .collect();
     let ctx = format!(
         "{} cores, load average at start {load0}, at end {}; {}; reps {}, login loops {} s, \
-         bulk {} x {BIG_COUNT} x {BIG_SIZE} B, small {} x {SMALL_COUNT} x {SMALL_SIZE} B, {} idle sessions; \
+         bulk {} x {BIG_COUNT} x {BIG_SIZE} B, small {} x {SMALL_COUNT} x {SMALL_SIZE} B, {} idle sessions, \
+         APPEND {} x {SMALL_SIZE} B (LITERAL+; one at a time, and {APPEND_WINDOW} outstanding); \
+         Dovecot mail_fsync = {}; scenarios {}; listener rules: imapgate [{}], imapgate-rules [{}]; \
          run time {:.0} s",
         sys::ncpu(),
         sys::load_avg(),
@@ -368,6 +421,11 @@ fn run(o: &Opts) -> Result<(), String> {
         o.bulk_rounds,
         o.small_rounds,
         o.idle,
+        o.appends,
+        mail_fsync(),
+        o.scenarios.join(","),
+        rules_line("imapgate").trim_end(),
+        rules_line("imapgate-rules").trim_end(),
         t_start.elapsed().as_secs_f64()
     );
     report::report(o, &recs, &na, &ctx)
@@ -443,6 +501,9 @@ fn prepare(t: &Target, dports: &[u16]) -> Result<(), String> {
     }
 }
 
+/// Numbers the APPEND users (`append_seq-imapgate-plain-7`), so no two runs share a mailbox.
+static APPEND_USERS: AtomicUsize = AtomicUsize::new(0);
+
 /// Share of the machine (percent of all cores) used by other processes.
 const REDO_ABOVE_PCT: f64 = 20.0;
 
@@ -452,7 +513,7 @@ fn measure(o: &Opts, t: &Target, mode: &str, rep: usize, dports: &[u16], recs: &
     let proxy = t.proxy.borrow().clone();
     // Runs one scenario up to 3 times while other processes used more than
     // REDO_ABOVE_PCT of the machine during it; keeps the last attempt.
-    let mut scenario = |what: &str, f: &mut dyn FnMut(&mut Vec<(String, f64)>) -> Result<f64, String>| -> Result<(), String> {
+    let mut scenario = |what: &str, f: &mut ScenarioRun| -> Result<(), String> {
         let mut out = Vec::new();
         for attempt in 0..3 {
             prepare(t, dports)?;
@@ -474,7 +535,7 @@ fn measure(o: &Opts, t: &Target, mode: &str, rep: usize, dports: &[u16], recs: &
         Ok(())
     };
 
-    for clients in [16usize, 64] {
+    for clients in [16usize, 64].into_iter().filter(|_| o.runs("login")) {
         scenario(&format!("login{clients}"), &mut |out| {
             let (g0, p0, w0, f0) = (sys::self_cpu(), sys::tree_cpu(&proxy), Instant::now(), foreign());
             let r = load::login_loop(&t.ep, clients, dur, &format!("l{clients}u"));
@@ -507,7 +568,10 @@ fn measure(o: &Opts, t: &Target, mode: &str, rep: usize, dports: &[u16], recs: &
     for (name, user, count, size, rounds) in [
         ("bulk", BIG_USER, BIG_COUNT, BIG_SIZE, o.bulk_rounds),
         ("small", SMALL_USER, SMALL_COUNT, SMALL_SIZE, o.small_rounds),
-    ] {
+    ]
+    .into_iter()
+    .filter(|s| o.runs(s.0))
+    {
         scenario(name, &mut |out| {
             let (g0, f0) = (sys::self_cpu(), foreign());
             let f = load::fetch(&t.ep, user, count as u64, size as u64, rounds, &proxy)
@@ -523,7 +587,30 @@ fn measure(o: &Opts, t: &Target, mode: &str, rep: usize, dports: &[u16], recs: &
         })?;
     }
 
-    if !proxy.is_empty() && o.idle > 0 {
+    for (name, window) in [("append_seq", 1), ("append_pipe", APPEND_WINDOW)].into_iter().filter(|_| o.runs("append")) {
+        scenario(name, &mut |out| {
+            // A fresh user per attempt: every run appends to an empty INBOX.
+            let user = format!("{name}-{}-{mode}-{}", t.name, APPEND_USERS.fetch_add(1, Ordering::Relaxed));
+            let (g0, f0) = (sys::self_cpu(), foreign());
+            let a = load::append(&t.ep, &user, o.appends, SMALL_SIZE, window, &proxy)
+                .map_err(|e| format!("{} {mode} {name}: {e}", t.name))?;
+            let g1 = sys::self_cpu();
+            let foreign_pct = 100.0 * (foreign() - f0) / a.secs / ncpu;
+            out.push((format!("{name}_msg_s"), a.messages as f64 / a.secs));
+            out.push((format!("{name}_mb_s"), a.bytes as f64 / 1e6 / a.secs));
+            if window == 1 {
+                // With a window, an APPEND's latency is mostly its wait in the queue.
+                out.push((format!("{name}_p50_ms"), a.p50_ms));
+            }
+            out.push((format!("{name}_gen_cpu_pct"), 100.0 * (g1 - g0) / a.secs / ncpu));
+            if !proxy.is_empty() {
+                out.push((format!("{name}_cpu_s_per_1000"), a.proxy_cpu / a.messages as f64 * 1000.0));
+            }
+            Ok(foreign_pct)
+        })?;
+    }
+
+    if !proxy.is_empty() && o.idle > 0 && o.runs("idle") {
         // Memory is not disturbed by other processes' CPU: one attempt. The
         // proxy is restarted first: allocators keep freed memory, so a proxy
         // that already served 1000 sessions would show no growth at all.

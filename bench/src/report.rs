@@ -14,7 +14,7 @@ pub struct Rec {
     pub value: f64,
 }
 
-const TARGETS: [&str; 4] = ["direct", "nginx", "perdition", "imapgate"];
+pub const TARGETS: [&str; 5] = ["direct", "nginx", "perdition", "imapgate", "imapgate-rules"];
 
 /// (metric, label, ratio to direct makes sense)
 const ROWS: &[(&str, &str, bool)] = &[
@@ -29,13 +29,33 @@ const ROWS: &[(&str, &str, bool)] = &[
     ("bulk_cpu_s_per_gb", "proxy CPU s per GB (bulk)", false),
     ("small_mb_s", "small FETCH 2000 x 4 KiB, MB/s", true),
     ("small_cpu_s_per_gb", "proxy CPU s per GB (small)", false),
+    ("append_seq_msg_s", "APPEND 4 KiB one at a time, messages/s", true),
+    ("append_seq_mb_s", "  MB/s", true),
+    ("append_seq_p50_ms", "  p50 APPEND latency (send to tagged OK), ms", true),
+    ("append_seq_cpu_s_per_1000", "  proxy CPU s per 1000 APPENDs", false),
+    ("append_pipe_msg_s", "APPEND 4 KiB, 16 outstanding, messages/s", true),
+    ("append_pipe_mb_s", "  MB/s", true),
+    ("append_pipe_cpu_s_per_1000", "  proxy CPU s per 1000 APPENDs", false),
     ("idle_kib_per_session", "proxy memory per idle session, KiB (PSS)", false),
 ];
 
-const GEN_ROWS: &[&str] = &["login16_gen_cpu_pct", "login64_gen_cpu_pct", "bulk_gen_cpu_pct", "small_gen_cpu_pct"];
+const GEN_ROWS: &[&str] = &[
+    "login16_gen_cpu_pct",
+    "login64_gen_cpu_pct",
+    "bulk_gen_cpu_pct",
+    "small_gen_cpu_pct",
+    "append_seq_gen_cpu_pct",
+    "append_pipe_gen_cpu_pct",
+];
 
-const FOREIGN_ROWS: &[&str] =
-    &["login16_foreign_cpu_pct", "login64_foreign_cpu_pct", "bulk_foreign_cpu_pct", "small_foreign_cpu_pct"];
+const FOREIGN_ROWS: &[&str] = &[
+    "login16_foreign_cpu_pct",
+    "login64_foreign_cpu_pct",
+    "bulk_foreign_cpu_pct",
+    "small_foreign_cpu_pct",
+    "append_seq_foreign_cpu_pct",
+    "append_pipe_foreign_cpu_pct",
+];
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
@@ -104,9 +124,15 @@ pub fn report(o: &Opts, recs: &[Rec], na: &[(String, String)], ctx: &str) -> Res
     for mode in &modes {
         let suffix = if *mode == "tls" { " (TLS)" } else { "" };
         for (metric, label, vs_direct) in ROWS {
+            // Scenarios left out with --scenarios have no row.
+            if targets.iter().all(|tg| med(mode, tg, metric).is_none()) {
+                continue;
+            }
             let _ = write!(t, "| {label}{suffix} |");
             let d = med(mode, "direct", metric).filter(|_| *vs_direct);
             let n = med(mode, "nginx", metric);
+            // imapgate with rules beside imapgate without: the rule engine's cost.
+            let g = med(mode, "imapgate", metric);
             for tg in &targets {
                 if na.iter().any(|(m, x)| m == mode && x == tg) {
                     t += " n/a (not supported by this build) |";
@@ -122,6 +148,9 @@ pub fn report(o: &Opts, recs: &[Rec], na: &[(String, String)], ctx: &str) -> Res
                 }
                 if let Some(n) = n.filter(|n| *n != 0.0 && *tg != "nginx") {
                     ratios.push(format!("{:.2}×n", v / n));
+                }
+                if let Some(g) = g.filter(|g| *g != 0.0 && *tg == "imapgate-rules") {
+                    ratios.push(format!("{:.2}×g", v / g));
                 }
                 if ratios.is_empty() {
                     let _ = write!(t, " {} |", num(v));
@@ -158,7 +187,8 @@ pub fn report(o: &Opts, recs: &[Rec], na: &[(String, String)], ctx: &str) -> Res
         }
     }
     let notes = format!(
-        "Medians of {} runs. (0.66×d, 1.20×n) = ratio to direct Dovecot and to nginx. \
+        "Medians of {} runs. (0.66×d, 1.20×n) = ratio to direct Dovecot and to nginx; \
+         ×g (imapgate-rules column) = ratio to imapgate without rules. \
          MB = 10^6 bytes. Proxy CPU and memory are summed over the proxy's process tree from /proc \
          (nginx: master and workers, without the auth_http responder; Perdition: parent and session children).\n\n{ctx}\n",
         o.reps

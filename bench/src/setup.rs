@@ -217,6 +217,11 @@ fn user_name(uid: u32) -> Option<String> {
     })
 }
 
+/// Dovecot's `mail_fsync`: `BENCH_MAIL_FSYNC`, default never (see the config).
+pub fn mail_fsync() -> String {
+    std::env::var("BENCH_MAIL_FSYNC").unwrap_or("never".into())
+}
+
 pub fn start_dovecot(dir: &Path, tls: bool) -> Res<Dovecot> {
     let bin = have("dovecot").ok_or("dovecot not installed")?;
     let d = dir.join("dovecot");
@@ -267,6 +272,10 @@ default_internal_user = {internal}
 default_login_user = {login}
 first_valid_uid = 1
 mail_location = maildir:~/Maildir
+# The APPEND scenario measures the proxy, not the disk: with Dovecot's default
+# (optimized) every saved message waits for an fsync, which on the VM disk this was
+# written on doubled the time per APPEND (BENCH_MAIL_FSYNC=optimized for it)
+mail_fsync = {mail_fsync}
 auth_failure_delay = 0
 default_process_limit = 4000
 default_client_limit = 20000
@@ -317,6 +326,7 @@ service anvil {{
 "#,
         pid = std::process::id(),
         ncpu = sys::ncpu(),
+        mail_fsync = mail_fsync(),
         imap_service_count = std::env::var("BENCH_IMAP_SERVICE_COUNT").unwrap_or("0".into()),
         imap_min_avail = std::env::var("BENCH_IMAP_MIN_AVAIL").unwrap_or("16".into()),
     );
@@ -376,22 +386,30 @@ pub struct Imapgate {
 }
 
 /// Rule sections for the rule-engine cost measurement (issue 5); a listener uses them
-/// only when `IMAPGATE_BENCH_RULES` names a set.
+/// only when it has a `rules =` line (`rules_line`).
 const RULE_SECTIONS: &str = "\n[rule no-delete]\ntype = commands\ndeny = DELETE EXPUNGE\n\n\
     [rule audit-all]\ntype = audit\nfile = /dev/null\n\n\
     [rule hide-groupware]\ntype = hide_folders\nfolders = Calendar Contacts Tasks Notes Journal Configuration\n";
 
-/// `IMAPGATE_BENCH_RULES`: `commands-audit`, `hide-folders`, or unset for no rules.
-fn rules_line() -> &'static str {
-    match std::env::var("IMAPGATE_BENCH_RULES").as_deref() {
-        Ok("commands-audit") => "rules = no-delete, audit-all\n",
-        Ok("hide-folders") => "rules = hide-groupware\n",
+/// The listeners' `rules =` line. `IMAPGATE_BENCH_RULES` (`commands-audit`,
+/// `hide-folders`, or unset for none) applies to the `imapgate` target; the
+/// `imapgate-rules` target always has rules (judged mode): that set, or
+/// `commands-audit` (denies neither APPEND nor anything the scenarios send).
+pub fn rules_line(target: &str) -> &'static str {
+    let env = std::env::var("IMAPGATE_BENCH_RULES").unwrap_or_default();
+    let set = match env.as_str() {
+        "commands-audit" | "hide-folders" => env.as_str(),
+        _ if target == "imapgate-rules" => "commands-audit",
+        _ => "",
+    };
+    match set {
+        "commands-audit" => "rules = no-delete, audit-all\n",
+        "hide-folders" => "rules = hide-groupware\n",
         _ => "",
     }
 }
 
-fn imapgate_conf(dovecot_port: u16, port: u16, tls: Option<(u16, &Path)>) -> String {
-    let rules = rules_line();
+fn imapgate_conf(dovecot_port: u16, port: u16, tls: Option<(u16, &Path)>, rules: &str) -> String {
     let mut s = format!(
         "[global]\nlog_level = warn\n\n[backend dovecot]\nhost = 127.0.0.1\nport = {dovecot_port}\n\n\
          [map users]\ntype = static\ndefault = dovecot\n\n\
@@ -400,7 +418,7 @@ fn imapgate_conf(dovecot_port: u16, port: u16, tls: Option<(u16, &Path)>) -> Str
     s += RULE_SECTIONS;
     if let Some((tp, tlsdir)) = tls {
         s += &format!(
-            "\n[listener imaps]\nlisten = 127.0.0.1:{tp}\nmap = users\ntls = implicit\ncert = {c}\nkey = {k}\n",
+            "\n[listener imaps]\nlisten = 127.0.0.1:{tp}\nmap = users\ntls = implicit\ncert = {c}\nkey = {k}\n{rules}",
             c = tlsdir.join("cert.pem").display(),
             k = tlsdir.join("key.pem").display()
         );
@@ -408,11 +426,14 @@ fn imapgate_conf(dovecot_port: u16, port: u16, tls: Option<(u16, &Path)>) -> Str
     s
 }
 
-pub fn start_imapgate(bin: &Path, dir: &Path, dovecot_port: u16, tls: bool) -> Res<Imapgate> {
+/// One imapgate process as target `name` (`imapgate` or `imapgate-rules`, see
+/// `rules_line`), with its config and log in its own subdirectory.
+pub fn start_imapgate(bin: &Path, dir: &Path, name: &'static str, dovecot_port: u16, tls: bool) -> Res<Imapgate> {
     if !bin.is_file() {
         return Err(format!("imapgate binary {} not found", bin.display()));
     }
-    let d = dir.join("imapgate");
+    let rules = rules_line(name);
+    let d = dir.join(name);
     std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
     // A private copy: the whole run uses one build even if target/ is rebuilt meanwhile.
     let copy = d.join("imapgate");
@@ -424,7 +445,7 @@ pub fn start_imapgate(bin: &Path, dir: &Path, dovecot_port: u16, tls: bool) -> R
         // Does this build know `tls = implicit`? Ask `imapgate -t`.
         let tp = free_port();
         let probe = d.join("imapgate-tls.ini");
-        write(&probe, &imapgate_conf(dovecot_port, port, Some((tp, &dir.join("tls")))))?;
+        write(&probe, &imapgate_conf(dovecot_port, port, Some((tp, &dir.join("tls"))), rules))?;
         let out = Command::new(bin).arg("-t").arg("-f").arg(&probe).output().map_err(|e| e.to_string())?;
         if out.status.success() {
             tls_port = Some(tp);
@@ -436,7 +457,8 @@ pub fn start_imapgate(bin: &Path, dir: &Path, dovecot_port: u16, tls: bool) -> R
         }
     }
     let conf = d.join("imapgate.ini");
-    write(&conf, &imapgate_conf(dovecot_port, port, tls_port.map(|tp| (tp, dir.join("tls"))).as_ref().map(|(p, t)| (*p, t.as_path()))))?;
+    let tls_dir = dir.join("tls");
+    write(&conf, &imapgate_conf(dovecot_port, port, tls_port.map(|tp| (tp, tls_dir.as_path())), rules))?;
     let (bin, logp) = (bin.to_path_buf(), d.join("imapgate.log"));
     let log_for_cmd = logp.clone();
     let mut ports = vec![port];
@@ -447,7 +469,7 @@ pub fn start_imapgate(bin: &Path, dir: &Path, dovecot_port: u16, tls: bool) -> R
         c.arg("-f").arg(&conf).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         Ok(c)
     };
-    let (pid, relaunch) = launch("imapgate", make, ports, logp)?;
+    let (pid, relaunch) = launch(name, make, ports, logp)?;
     Ok(Imapgate { pid, relaunch, port, tls_port })
 }
 
