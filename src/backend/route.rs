@@ -3,14 +3,13 @@
 
 use std::fmt;
 
-use crate::config::{template, Config, Map, MapKind};
+use crate::config::{template, Config, Map, MapKind, Target};
 
 /// Where a login goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    /// The map target: a backend, or a pool (see [`Config::pools`] and
-    /// [`Config::candidates`]).
-    pub backend: usize,
+    /// The map target: a backend, or a pool (see [`Config::candidates`]).
+    pub target: Target,
     /// Login to present to the backend (rewritten by a regex route, else unchanged).
     pub user: String,
 }
@@ -44,7 +43,7 @@ impl std::error::Error for RouteError {}
 /// its templates are expanded with the match. If nothing matches, the default takes the
 /// login unchanged.
 pub fn lookup(config: &Config, map: &Map, login: &str) -> Result<Route, RouteError> {
-    let (backend, user) = match &map.kind {
+    let (target, user) = match &map.kind {
         MapKind::Static { default, users } => {
             let backend = users.get(login).or(default.as_ref());
             (*backend.ok_or(RouteError::NoMatch)?, login.to_string())
@@ -65,14 +64,14 @@ pub fn lookup(config: &Config, map: &Map, login: &str) -> Result<Route, RouteErr
         }
     };
     // A map from another Config could hold indexes that do not exist here.
-    if backend >= config.backends.len() + config.pools.len() {
-        return Err(RouteError::UnknownBackend(format!("#{backend}")));
+    if !config.has_target(target) {
+        return Err(RouteError::UnknownBackend(format!("{target:?}")));
     }
     // A user template whose groups matched nothing leaves no name to log in with.
     if user.is_empty() {
         return Err(RouteError::NoMatch);
     }
-    Ok(Route { backend, user })
+    Ok(Route { target, user })
 }
 
 #[cfg(test)]
@@ -114,7 +113,7 @@ map = s
 
     fn route(c: &Config, map: &str, login: &str) -> Result<(String, String), RouteError> {
         let m = &c.maps[c.map_index(map).unwrap()];
-        lookup(c, m, login).map(|r| (c.backends[r.backend].name.clone(), r.user))
+        lookup(c, m, login).map(|r| (c.target_name(r.target), r.user))
     }
 
     fn ok(b: &str, u: &str) -> Result<(String, String), RouteError> {

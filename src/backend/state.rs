@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, MapKind};
+use crate::config::{Config, MapKind, Target};
 use crate::imap::capability;
 
 #[derive(Debug, Default)]
@@ -137,7 +137,7 @@ pub fn reachable(config: &Config, listener: usize) -> Vec<usize> {
             for route in routes {
                 match config.target_index(&route.backend) {
                     Some(t) if !route.backend.contains('$') => targets.push(t),
-                    _ => targets.extend(0..config.backends.len()),
+                    _ => targets.extend((0..config.backends.len()).map(Target::Backend)),
                 }
             }
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::error::Diag;
 use super::ini::Section;
-use super::value::{parse_duration, parse_yes_no, positive_duration};
+use super::value::{parse_duration, parse_yes_no, positive_duration, Cidr};
 use super::value_of;
 
 /// `[global]` keys handled here.
@@ -92,70 +92,6 @@ impl Default for Daemon {
             login_block_time: Duration::from_secs(600),
             login_failure_delay_max: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
-        }
-    }
-}
-
-/// An address block, `ADDR/BITS` or a single address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    /// The network address (host bits cleared).
-    pub addr: IpAddr,
-    /// Prefix length.
-    pub bits: u8,
-}
-
-impl Cidr {
-    /// Parses `192.0.2.0/24`, `2001:db8::/32` or a bare address.
-    pub fn parse(s: &str) -> Result<Cidr, String> {
-        let bad = || format!("invalid address block {s:?} (expected e.g. 192.0.2.0/24 or ::1)");
-        let (addr, bits) = match s.split_once('/') {
-            Some((a, b)) => (a, Some(b)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let bits = match bits {
-            None => max,
-            Some(b) if !b.is_empty() && b.bytes().all(|c| c.is_ascii_digit()) => {
-                b.parse::<u8>().ok().filter(|n| *n <= max).ok_or_else(bad)?
-            }
-            Some(_) => return Err(bad()),
-        };
-        Ok(Cidr { addr: mask(addr, bits), bits })
-    }
-
-    /// True when `ip` is inside this block. IPv4-mapped IPv6 addresses match IPv4 blocks.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.bits) == self.addr
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.bits)
-    }
-}
-
-/// `::ffff:a.b.c.d` as `a.b.c.d`; other addresses unchanged.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// `ip` with every bit after the first `bits` cleared.
-pub fn mask(ip: IpAddr, bits: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(a) => {
-            let m = u32::MAX.checked_shl(32 - u32::from(bits.min(32))).unwrap_or(0);
-            IpAddr::V4((u32::from(a) & m).into())
-        }
-        IpAddr::V6(a) => {
-            let m = u128::MAX.checked_shl(128 - u32::from(bits.min(128))).unwrap_or(0);
-            IpAddr::V6((u128::from(a) & m).into())
         }
     }
 }

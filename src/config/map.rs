@@ -8,6 +8,7 @@ use regex::Regex;
 use super::error::Diag;
 use super::ini::Section;
 use super::template;
+use super::Target;
 use super::{check_keys, first, value_of};
 
 /// One `[map NAME]` section.
@@ -24,17 +25,17 @@ pub struct Map {
 pub enum MapKind {
     /// Exact, case-sensitive login names.
     Static {
-        /// Backend for logins not listed.
-        default: Option<usize>,
-        /// Login → index into `Config::backends`.
-        users: HashMap<String, usize>,
+        /// Target for logins not listed.
+        default: Option<Target>,
+        /// Login → backend or pool.
+        users: HashMap<String, Target>,
     },
     /// Ordered regex routes; the first match wins.
     Regex {
         /// `route` lines in file order.
         routes: Vec<RegexRoute>,
-        /// Backend when no route matches (login unchanged).
-        default: Option<usize>,
+        /// Target when no route matches (login unchanged).
+        default: Option<Target>,
     },
 }
 
@@ -53,7 +54,7 @@ pub struct RegexRoute {
 pub(crate) fn parse(
     name: &str,
     sec: &Section,
-    backends: &HashMap<String, usize>,
+    backends: &HashMap<String, Target>,
     diag: &mut Diag,
 ) -> Option<Map> {
     let before = diag.count();
@@ -88,7 +89,7 @@ pub(crate) fn parse(
     (diag.count() == before).then(|| Map { name: name.to_string(), kind })
 }
 
-fn backend_ref(s: &str, backends: &HashMap<String, usize>) -> Result<usize, String> {
+fn backend_ref(s: &str, backends: &HashMap<String, Target>) -> Result<Target, String> {
     backends.get(s).copied().ok_or_else(|| format!("undefined backend {s:?}"))
 }
 
@@ -101,9 +102,9 @@ fn wrong_kind(sec: &Section, key: &str, kind: &str, diag: &mut Diag) {
 /// `user = LOGIN BACKEND` lines; a login may appear once.
 fn static_users(
     sec: &Section,
-    backends: &HashMap<String, usize>,
+    backends: &HashMap<String, Target>,
     diag: &mut Diag,
-) -> HashMap<String, usize> {
+) -> HashMap<String, Target> {
     let mut users = HashMap::new();
     let mut lines: HashMap<&str, usize> = HashMap::new();
     for e in sec.entries.iter().filter(|e| e.key == "user") {
@@ -130,7 +131,7 @@ fn static_users(
 /// `route = REGEX BACKEND [USER]` lines in order.
 fn regex_routes(
     sec: &Section,
-    backends: &HashMap<String, usize>,
+    backends: &HashMap<String, Target>,
     diag: &mut Diag,
 ) -> Vec<RegexRoute> {
     let mut routes = Vec::new();
@@ -143,7 +144,7 @@ fn regex_routes(
     routes
 }
 
-fn regex_route(value: &str, backends: &HashMap<String, usize>) -> Result<RegexRoute, String> {
+fn regex_route(value: &str, backends: &HashMap<String, Target>) -> Result<RegexRoute, String> {
     let fields: Vec<&str> = value.split_whitespace().collect();
     let (pattern, backend, user) = match fields[..] {
         [p, b] => (p, b, None),

@@ -25,20 +25,20 @@ mod value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-pub use daemon::{canonical, mask, Access, AtLine, Cidr, Daemon, Mode};
+pub use daemon::{Access, AtLine, Daemon, Mode};
 pub use error::{ConfigError, ConfigErrors};
 pub use global::{Global, LogTarget};
 pub use map::{Map, MapKind, RegexRoute};
 pub use pool::{stable_hash, BackendLogin, Balance, LoginMethod, Pool};
+pub use rule::RuleSection;
 pub use tls::{ClientCertMode, FileRef, ListenerTls, SniCert, TlsMode, TlsVersion};
 
 use error::Diag;
 use ini::{Entry, Section};
+pub use value::{canonical, mask, parse_duration, parse_size, parse_yes_no, words, Cidr};
 use value::{is_name, parse_host, parse_listen, parse_port, positive_duration};
-pub(crate) use value::{parse_duration, parse_size};
 
 /// The whole configuration. Backends, maps and listeners keep the file's order.
 #[derive(Debug, Clone)]
@@ -53,11 +53,20 @@ pub struct Config {
     pub maps: Vec<Map>,
     /// `[listener NAME]` sections; at least one.
     pub listeners: Vec<Listener>,
-    /// `[rule NAME]` sections, in file order.
-    pub rules: Vec<Arc<crate::rules::RuleDef>>,
-    /// `[pool NAME]` sections. Maps name backends or pools: a map target `t` is backend
-    /// `t` when `t < backends.len()`, else pool `t - backends.len()`.
+    /// `[rule NAME]` sections, in file order, as written (`rules::load` builds them).
+    pub rules: Vec<RuleSection>,
+    /// `[pool NAME]` sections.
     pub pools: Vec<Pool>,
+}
+
+/// What a map routes a login to: one backend, or a pool of them (indexes into
+/// [`Config::backends`] and [`Config::pools`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// `[backend NAME]`.
+    Backend(usize),
+    /// `[pool NAME]`.
+    Pool(usize),
 }
 
 /// One `[backend NAME]` section: an IMAP server.
@@ -141,27 +150,39 @@ impl Config {
         self.backends.iter().position(|b| b.name == name)
     }
 
-    /// The map target (backend or pool, see [`Config::pools`]) called `name`.
-    pub fn target_index(&self, name: &str) -> Option<usize> {
-        self.backend_index(name).or_else(|| {
-            self.pools.iter().position(|p| p.name == name).map(|i| self.backends.len() + i)
-        })
+    /// The map target (backend or pool) called `name`.
+    pub fn target_index(&self, name: &str) -> Option<Target> {
+        self.backend_index(name)
+            .map(Target::Backend)
+            .or_else(|| self.pools.iter().position(|p| p.name == name).map(Target::Pool))
+    }
+
+    /// True when `target` exists in this configuration.
+    pub fn has_target(&self, target: Target) -> bool {
+        match target {
+            Target::Backend(b) => b < self.backends.len(),
+            Target::Pool(p) => p < self.pools.len(),
+        }
     }
 
     /// The name of a map target (a backend or a pool).
-    pub fn target_name(&self, target: usize) -> String {
-        match target.checked_sub(self.backends.len()) {
-            None => self.backends[target].name.clone(),
-            Some(p) => self.pools.get(p).map_or_else(|| "-".into(), |p| p.name.clone()),
-        }
+    pub fn target_name(&self, target: Target) -> String {
+        let name = match target {
+            Target::Backend(b) => self.backends.get(b).map(|b| &b.name),
+            Target::Pool(p) => self.pools.get(p).map(|p| &p.name),
+        };
+        name.map_or_else(|| "-".into(), Clone::clone)
     }
 
     /// The backends to try for `user` on map target `target`, in order. `turn` counts
     /// logins, for round-robin pools.
-    pub fn candidates(&self, target: usize, user: &str, turn: usize) -> Vec<usize> {
-        let Some(pool) = target.checked_sub(self.backends.len()).and_then(|i| self.pools.get(i))
-        else {
-            return vec![target];
+    pub fn candidates(&self, target: Target, user: &str, turn: usize) -> Vec<usize> {
+        let pool = match target {
+            Target::Backend(b) => return vec![b],
+            Target::Pool(p) => match self.pools.get(p) {
+                Some(pool) => pool,
+                None => return Vec::new(),
+            },
         };
         let n = pool.members.len();
         let start = match pool.balance {
@@ -198,25 +219,17 @@ fn build(sections: &[Section], last_line: usize, path: &Path, diag: &mut Diag) -
     let map_idx = name_index(&sorted.maps);
     let rule_idx = name_index(&sorted.rules);
     let rules: Vec<_> = sorted.rules.iter().map(|(n, s)| rule::parse(n, s, diag)).collect();
-    for (def, (_, sec)) in rules.iter().zip(&sorted.rules) {
-        let unknown = def
-            .iter()
-            .flat_map(|d| d.conditions.backend_names())
-            .find(|b| !backend_idx.contains_key(*b));
-        if let Some(b) = unknown {
-            diag.err(sec.line, format!("backend condition names undefined backend {b:?}"));
-        }
-    }
     let backends: Vec<_> =
         sorted.backends.iter().map(|(n, s)| parse_backend(n, s, base, diag)).collect();
     let pools: Vec<_> =
         sorted.pools.iter().map(|(n, s)| pool::parse(n, s, &backend_idx, diag)).collect();
-    let mut target_idx = backend_idx.clone();
+    let mut target_idx: HashMap<String, Target> =
+        backend_idx.iter().map(|(n, &i)| (n.clone(), Target::Backend(i))).collect();
     for (i, (name, sec)) in sorted.pools.iter().enumerate() {
         if backend_idx.contains_key(*name) {
             diag.err(sec.line, format!("[pool {name}]: a backend has the same name"));
         }
-        target_idx.insert(name.to_string(), sorted.backends.len() + i);
+        target_idx.insert(name.to_string(), Target::Pool(i));
     }
     let maps: Vec<_> =
         sorted.maps.iter().map(|(n, s)| map::parse(n, s, &target_idx, diag)).collect();

@@ -1,49 +1,42 @@
-//! `[rule NAME]` sections: `type` picks the kind (`rules::registry`), condition keys
-//! (`rules::condition`) say when the rule applies, and the remaining keys belong to the
-//! kind, which reports its own problems with their lines.
-
-use std::sync::Arc;
+//! `[rule NAME]` sections as the configuration keeps them: the kind (`type`) and every
+//! other key with its line. What the keys mean is the rules' business: `rules::load`
+//! builds the rules from these sections, the way `net::tls::load` opens the files TLS
+//! keys name, so the configuration depends on no other module.
 
 use super::error::Diag;
 use super::ini::Section;
-use crate::rules::registry::{self, Settings};
-use crate::rules::{Conditions, RuleDef};
 
-/// Parses one rule section; `None` after reporting problems.
-pub(crate) fn parse(name: &str, sec: &Section, diag: &mut Diag) -> Option<Arc<RuleDef>> {
+/// One `[rule NAME]` section, not yet interpreted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSection {
+    /// NAME from the section header.
+    pub name: String,
+    /// Line of the section header.
+    pub line: usize,
+    /// `type`, and its line.
+    pub kind: (String, usize),
+    /// Every other key: (key, value, line), in file order.
+    pub keys: Vec<(String, String, usize)>,
+}
+
+/// Reads one rule section; `None` after reporting a missing or repeated `type`.
+pub(crate) fn parse(name: &str, sec: &Section, diag: &mut Diag) -> Option<RuleSection> {
     let before = diag.count();
-    let mut conditions = Conditions::default();
-    let mut kind_entries = Vec::new();
-    let mut kind_name = None;
+    let mut kind = None;
+    let mut keys = Vec::new();
     for e in &sec.entries {
-        if e.key == "type" {
-            if kind_name.is_some() {
-                diag.err(e.line, "type: given twice");
-            }
-            kind_name = Some((e.value.trim().to_string(), e.line));
-        } else if Conditions::is_condition_key(&e.key) {
-            if let Err(m) = conditions.add(&e.key, &e.value) {
-                diag.err(e.line, format!("{}: {m}", e.key));
-            }
+        if e.key != "type" {
+            keys.push((e.key.clone(), e.value.clone(), e.line));
+        } else if kind.is_some() {
+            diag.err(e.line, "type: given twice");
         } else {
-            kind_entries.push((e.key.clone(), e.value.clone(), e.line));
+            kind = Some((e.value.trim().to_string(), e.line));
         }
     }
-    let Some((kind_name, type_line)) = kind_name else {
+    let Some(kind) = kind else {
         diag.err(sec.line, format!("[rule {name}]: missing required key \"type\""));
         return None;
     };
-    let mut settings = Settings::new(kind_entries, sec.line);
-    let kind = match registry::build(&kind_name, &mut settings) {
-        Ok(kind) => kind,
-        Err(m) => {
-            diag.err(type_line, format!("type: {m}"));
-            None
-        }
-    };
-    for (line, msg) in settings.errors {
-        diag.err(line, msg);
-    }
-    let def = RuleDef { name: name.to_string(), line: sec.line, conditions, kind: kind? };
-    (diag.count() == before).then(|| Arc::new(def))
+    let rule = RuleSection { name: name.to_string(), line: sec.line, kind, keys };
+    (diag.count() == before).then_some(rule)
 }

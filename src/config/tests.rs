@@ -88,7 +88,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.maps[0].name, "users");
     match &c.maps[0].kind {
         MapKind::Static { default, users } => {
-            assert_eq!(*default, Some(0));
+            assert_eq!(*default, Some(crate::config::Target::Backend(0)));
             assert!(users.is_empty());
         }
         k => panic!("{k:?}"),
@@ -193,8 +193,8 @@ fn backend_and_listener_values() {
     assert_eq!(c.listeners[0].listen, want);
     match &c.maps[0].kind {
         MapKind::Static { users, .. } => {
-            assert_eq!(users.get("a"), Some(&0));
-            assert_eq!(users.get("b"), Some(&1));
+            assert_eq!(users.get("a"), Some(&crate::config::Target::Backend(0)));
+            assert_eq!(users.get("b"), Some(&crate::config::Target::Backend(1)));
         }
         k => panic!("{k:?}"),
     }

@@ -1,11 +1,13 @@
-//! Value syntaxes shared by all sections: sizes, durations, ports, host names, listen
-//! addresses, yes/no switches and section names. Each parser returns a message fit for `key: message`.
+//! The value syntaxes, in one place for every section and every rule kind: sizes,
+//! durations, ports, host names, listen addresses, yes/no switches, address blocks,
+//! word lists and section names. Each parser returns a message fit for `key: message`.
+//! A leaf: it depends on nothing else in the crate.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 /// A size: bytes, or a number with a case-insensitive `k`, `m` or `g` suffix (1024-based).
-pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
+pub fn parse_size(s: &str) -> Result<usize, String> {
     let bad = || format!("invalid size {s:?} (expected e.g. 512, 64k, 1m, 1g)");
     let (digits, mult) = match s.char_indices().last() {
         Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&s[..i], 1usize << 10),
@@ -21,7 +23,7 @@ pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
 }
 
 /// A duration: `500ms`, `10s`, `5m`, `1h` (unit case-insensitive); a bare number is seconds.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration {s:?} (expected e.g. 500ms, 10s, 5m, 1h)");
     let lower = s.to_ascii_lowercase();
     let (digits, unit_ms) = if let Some(d) = lower.strip_suffix("ms") {
@@ -101,7 +103,7 @@ pub(crate) fn is_hostname(s: &str) -> bool {
 }
 
 /// A switch: `yes` or `no` (case-insensitive).
-pub(crate) fn parse_yes_no(s: &str) -> Result<bool, String> {
+pub fn parse_yes_no(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
         "yes" => Ok(true),
         "no" => Ok(false),
@@ -126,6 +128,96 @@ pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 /// A section name: `[A-Za-z0-9_.-]+`.
 pub(crate) fn is_name(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// An address block, `ADDR/BITS` or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network address (host bits cleared).
+    pub addr: IpAddr,
+    /// Prefix length.
+    pub bits: u8,
+}
+
+impl Cidr {
+    /// Parses `192.0.2.0/24`, `2001:db8::/32` or a bare address.
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let bad = || format!("invalid address block {s:?} (expected e.g. 192.0.2.0/24 or ::1)");
+        let (addr, bits) = match s.split_once('/') {
+            Some((a, b)) => (a, Some(b)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let bits = match bits {
+            None => max,
+            Some(b) if !b.is_empty() && b.bytes().all(|c| c.is_ascii_digit()) => {
+                b.parse::<u8>().ok().filter(|n| *n <= max).ok_or_else(bad)?
+            }
+            Some(_) => return Err(bad()),
+        };
+        Ok(Cidr { addr: mask(addr, bits), bits })
+    }
+
+    /// True when `ip` is inside this block. IPv4-mapped IPv6 addresses match IPv4 blocks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.bits) == self.addr
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.bits)
+    }
+}
+
+/// `::ffff:a.b.c.d` as `a.b.c.d`; other addresses unchanged.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// `ip` with every bit after the first `bits` cleared.
+pub fn mask(ip: IpAddr, bits: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let m = u32::MAX.checked_shl(32 - u32::from(bits.min(32))).unwrap_or(0);
+            IpAddr::V4((u32::from(a) & m).into())
+        }
+        IpAddr::V6(a) => {
+            let m = u128::MAX.checked_shl(128 - u32::from(bits.min(128))).unwrap_or(0);
+            IpAddr::V6((u128::from(a) & m).into())
+        }
+    }
+}
+
+/// Splits a value into words; `"..."` keeps spaces inside a word (folder names).
+pub fn words(value: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut chars = value.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+        } else if c == '"' {
+            chars.next();
+            let word: String = chars.by_ref().take_while(|&c| c != '"').collect();
+            out.push(word);
+        } else {
+            let mut word = String::new();
+            while let Some(&c) = chars.peek().filter(|c| !c.is_whitespace()) {
+                word.push(c);
+                chars.next();
+            }
+            out.push(word);
+        }
+    }
+    if value.matches('"').count() % 2 == 1 {
+        return Err("unbalanced double quote".into());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -217,5 +309,14 @@ mod tests {
         assert!(!is_name(""));
         assert!(!is_name("a b"));
         assert!(!is_name("a/b"));
+    }
+
+    #[test]
+    fn words_keep_quoted_spaces() {
+        assert_eq!(
+            words("Calendar \"Sent Items\"  x").unwrap(),
+            vec!["Calendar", "Sent Items", "x"]
+        );
+        assert!(words("\"open").is_err());
     }
 }

@@ -2,8 +2,8 @@
 //! total and per client address, a growing delay after failed logins, and a temporary
 //! block. One table per process, shared by the sessions of thread mode. In fork mode the
 //! listener process owns the table: it admits connections, and each session process,
-//! which starts with a copy of the table, reports its failures back through
-//! `fork::report` so that the next connection from that address sees them.
+//! which starts with a copy of the table, reports its failures back (`host::ForkChild`)
+//! so that the next connection from that address sees them.
 //!
 //! Addresses are counted as given, except IPv6, which is counted per /64 (one end user
 //! usually has a whole /64).
@@ -45,16 +45,12 @@ impl Refusal {
     /// The line the client gets instead of a greeting.
     pub fn bye(self) -> &'static [u8] {
         match self {
-            Refusal::Denied | Refusal::UntrustedProxy => {
-                b"* BYE [UNAVAILABLE] Access denied.\r\n"
-            }
+            Refusal::Denied | Refusal::UntrustedProxy => b"* BYE [UNAVAILABLE] Access denied.\r\n",
             Refusal::TooMany => b"* BYE [UNAVAILABLE] Too many sessions, try again later.\r\n",
             Refusal::TooManyFromAddress => {
                 b"* BYE [UNAVAILABLE] Too many sessions from your address, try again later.\r\n"
             }
-            Refusal::Blocked => {
-                b"* BYE [UNAVAILABLE] Too many failed logins from your address, try again later.\r\n"
-            }
+            Refusal::Blocked => crate::session::BLOCKED_BYE,
         }
     }
 }
@@ -161,15 +157,9 @@ pub struct Failure {
     pub blocked: bool,
 }
 
-/// Records a failed login from `client` (`IP:PORT` or `IP`; anything else, such as a
-/// socket pair, is not counted) and reports it to the fork-mode listener.
-pub fn login_failed(client: &str, d: &Daemon, base: Duration) -> Failure {
-    let Some(ip) = parse_ip(client) else {
-        return Failure { count: 1, delay: base, blocked: false };
-    };
-    let failure = record(ip, d, base);
-    crate::daemon::fork::report(&format!("F {ip}"));
-    failure
+/// Records a failed login from `ip` in this process's table.
+pub fn record_failure(ip: IpAddr, d: &Daemon, base: Duration) -> Failure {
+    record(ip, d, base)
 }
 
 /// Applies a failure reported by a session process (fork mode).
@@ -194,15 +184,6 @@ fn record(ip: IpAddr, d: &Daemon, base: Duration) -> Failure {
     let doublings = e.failures.saturating_sub(1).min(20);
     let delay = base.saturating_mul(1 << doublings).min(d.login_failure_delay_max).max(base);
     Failure { count: e.failures, delay, blocked }
-}
-
-/// `IP:PORT`, `[V6]:PORT` or a bare address.
-pub fn parse_ip(client: &str) -> Option<IpAddr> {
-    client
-        .parse::<std::net::SocketAddr>()
-        .map(|a| a.ip())
-        .or_else(|_| client.parse::<IpAddr>())
-        .ok()
 }
 
 /// Sessions admitted and addresses blocked now, for the status line.
@@ -247,11 +228,12 @@ mod tests {
         assert_eq!(snapshot().0, 0);
 
         let base = Duration::from_secs(1);
-        let f1 = login_failed("203.0.113.1:4000", &d, base);
-        let f2 = login_failed("203.0.113.1:4001", &d, base);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let f1 = record_failure(ip("203.0.113.1"), &d, base);
+        let f2 = record_failure(ip("203.0.113.1"), &d, base);
         assert_eq!((f1.count, f1.delay, f1.blocked), (1, base, false));
         assert_eq!((f2.count, f2.delay, f2.blocked), (2, 2 * base, false));
-        let f3 = login_failed("203.0.113.1:4002", &d, base);
+        let f3 = record_failure(ip("203.0.113.1"), &d, base);
         assert!(f3.blocked);
         assert_eq!(f3.delay, Duration::from_secs(4));
         assert_eq!(admit(a, &d).unwrap_err(), Refusal::Blocked);
@@ -261,11 +243,9 @@ mod tests {
         drop(other);
         // The delay never exceeds the cap.
         for _ in 0..9 {
-            login_failed("[2001:db8::5]:1", &d, base);
+            record_failure(ip("2001:db8::5"), &d, base);
         }
-        let many = login_failed("[2001:db8::5]:1", &d, base);
+        let many = record_failure(ip("2001:db8::5"), &d, base);
         assert_eq!(many.delay, Duration::from_secs(5));
-        // Unknown client descriptions are not counted.
-        assert_eq!(login_failed("local", &d, base).count, 1);
     }
 }

@@ -19,8 +19,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -30,36 +29,18 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::daemon::admission::{self, Refusal, Slot};
+use crate::daemon::host::ForkChild;
 use crate::daemon::listener::{self, Bound, BYE_WAIT, PROXY_HEADER_TIMEOUT};
 use crate::daemon::signals::{self, Event};
 use crate::daemon::sys::{self, Forked};
 use crate::daemon::{privdrop, reload, stats};
 use crate::net::proxy_protocol;
 use crate::session::Runtime;
-use crate::session::{self, Origin};
-
-static IS_CHILD: AtomicBool = AtomicBool::new(false);
-static REPORT: OnceLock<OwnedFd> = OnceLock::new();
-
-/// True in a fork-mode session process.
-pub fn is_child() -> bool {
-    IS_CHILD.load(Ordering::Relaxed)
-}
-
-/// Sends one report line to the listener process; does nothing outside a session
-/// process. A full pipe drops the report rather than stalling the session.
-pub fn report(msg: &str) {
-    if let Some(fd) = REPORT.get() {
-        let line = format!("{msg}\n");
-        if line.len() <= 512 {
-            let _ = nix::unistd::write(fd, line.as_bytes());
-        }
-    }
-}
+use crate::session::{self, Origin, Peer, SessionId};
 
 struct Child {
     _slot: Slot,
-    id: u64,
+    id: SessionId,
 }
 
 struct Pending {
@@ -241,8 +222,8 @@ impl Parent {
             }
         };
         // Ids come from the listener so they stay unique across session processes.
-        let id = session::next_id();
-        let origin = Origin { id, client: client.to_string(), listener };
+        let id = SessionId::next();
+        let origin = Origin { id, peer: Peer::Inet(client), listener };
         match sys::fork_single_threaded() {
             Ok(Forked::Child) => self.child(stream, origin),
             Ok(Forked::Parent(pid)) => {
@@ -259,16 +240,19 @@ impl Parent {
 
     /// The session process: close what belongs to the listener, drop privileges, serve.
     fn child(&mut self, stream: TcpStream, origin: Origin) -> ! {
-        IS_CHILD.store(true, Ordering::Relaxed);
         self.bound.clear();
         self.pending.clear();
         self.signals = None;
         self.report_r = None;
         // The children map is the listener's; forgetting it frees nothing it owns.
         std::mem::forget(std::mem::take(&mut self.children));
-        if let Ok(w) = self.report_w.try_clone() {
-            let _ = REPORT.set(w);
-        }
+        let host = match self.report_w.try_clone() {
+            Ok(report) => ForkChild { report },
+            Err(e) => {
+                log::error!("session id={}: report pipe: {e}", origin.id);
+                sys::exit_child(71);
+            }
+        };
         if let Err(e) = signals::init_shutdown_signal() {
             log::error!("session id={}: signals: {e}", origin.id);
             sys::exit_child(71);
@@ -282,7 +266,7 @@ impl Parent {
                 sys::exit_child(77);
             }
         }
-        session::serve(Arc::clone(&self.runtime), origin, stream);
+        session::serve(Arc::clone(&self.runtime), origin, stream, &host);
         sys::exit_child(0)
     }
 

@@ -12,10 +12,11 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 
 use crate::daemon::admission::Refusal;
+use crate::daemon::host::InProcess;
 use crate::daemon::listener::{self, PROXY_HEADER_TIMEOUT};
 use crate::net::proxy_protocol;
 use crate::session::Runtime;
-use crate::session::{self, Origin};
+use crate::session::{self, Origin, Peer, SessionId};
 
 /// Takes the client socket from stdin and detaches the standard descriptors.
 pub fn take_client() -> io::Result<TcpStream> {
@@ -57,7 +58,7 @@ pub fn serve(runtime: Arc<Runtime>, client: TcpStream) {
     if let Some(r) = real.filter(|r: &SocketAddr| !access.permits(r.ip())) {
         return listener::refuse(&client, Refusal::Denied, r, name);
     }
-    let client_text = real.map_or_else(|| "local".to_string(), |a| a.to_string());
-    let origin = Origin { id: session::next_id(), client: client_text, listener: 0 };
-    session::serve(runtime, origin, client);
+    let peer = real.map_or(Peer::Local, Peer::Inet);
+    let origin = Origin { id: SessionId::next(), peer, listener: 0 };
+    session::serve(runtime, origin, client, &InProcess);
 }

@@ -21,12 +21,13 @@ use nix::sys::signalfd::SignalFd;
 
 use crate::config::Config;
 use crate::daemon::admission::{self, Refusal, Slot};
+use crate::daemon::host::InProcess;
 use crate::daemon::reload;
 use crate::daemon::signals::{self, Event};
 use crate::daemon::{socket_activation, stats};
 use crate::net::proxy_protocol;
 use crate::session::Runtime;
-use crate::session::{self, Origin};
+use crate::session::{self, Origin, Peer, SessionId};
 
 /// Longest wait for the PROXY header of a connection from a load balancer.
 pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -266,7 +267,7 @@ fn spawn_session(runtime: &Arc<Runtime>, listener: usize, stream: TcpStream, pee
             Err(r) => return refuse(&stream, r, peer, name),
         }
     };
-    let id = session::next_id();
+    let id = SessionId::next();
     let runtime_for_thread = Arc::clone(runtime);
     let stream_for_refusal = stream.try_clone();
     let spawned = thread::Builder::new()
@@ -280,7 +281,7 @@ fn spawn_session(runtime: &Arc<Runtime>, listener: usize, stream: TcpStream, pee
                     None => return,
                 },
             };
-            serve(runtime_for_thread, Origin { id, client: slot.1.to_string(), listener }, stream);
+            serve(runtime_for_thread, Origin { id, peer: Peer::Inet(slot.1), listener }, stream);
             drop(slot);
         });
     if let Err(e) = spawned {
@@ -318,7 +319,7 @@ fn proxied_admission(
 /// Runs one session and keeps the open-session count.
 pub fn serve(runtime: Arc<Runtime>, origin: Origin, stream: TcpStream) {
     stats::session_started();
-    session::serve(runtime, origin, stream);
+    session::serve(runtime, origin, stream, &InProcess);
     stats::session_ended();
 }
 

@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod cli;
 pub mod fork;
+mod host;
 pub mod inetd;
 pub mod listener;
 pub mod logging;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use crate::backend::discovery;
 use crate::config::{self, Config};
 use crate::net::tls;
+use crate::rules;
 use crate::session::Runtime;
 
 /// Exit codes from sysexits(3).
@@ -59,6 +61,10 @@ pub fn main() -> i32 {
         Ok(tls) => tls,
         Err(errors) => return config_failed(&opts, &errors),
     };
+    let rules = match rules::load(&config) {
+        Ok(rules) => rules,
+        Err(errors) => return config_failed(&opts, &errors),
+    };
     let spec = match privdrop::resolve(&config) {
         Ok(spec) => spec,
         Err(errors) => return config_failed(&opts, &errors),
@@ -89,13 +95,13 @@ pub fn main() -> i32 {
         }
     }
     // Rules open what they need (an audit file) now, while still privileged.
-    for rule in &config.rules {
+    for rule in &rules {
         if let Err(e) = rule.kind.prepare() {
             log::error!("{}: rule {} (line {}): {e}", config.path.display(), rule.name, rule.line);
             return exit::CONFIG;
         }
     }
-    let runtime = Arc::new(Runtime::new(config, tls));
+    let runtime = Arc::new(Runtime::new(config, tls, rules));
     if opts.inetd {
         return inetd_main(runtime, spec.as_ref());
     }

@@ -18,6 +18,7 @@ use crate::config::{Config, ConfigErrors};
 use crate::daemon::privdrop::{self, Spec};
 use crate::daemon::{cli, logging};
 use crate::net::tls;
+use crate::rules;
 use crate::session::Runtime;
 
 /// What the accept loop needs to reload.
@@ -54,6 +55,25 @@ pub fn load(ctx: &mut Ctx, current: &Runtime) -> Option<Arc<Runtime>> {
             return None;
         }
     };
+    let rules = match rules::load(&config) {
+        Ok(r) => r,
+        Err(e) => {
+            log_errors("rules rejected", &e);
+            return None;
+        }
+    };
+    // Audit files of the new rules are opened now (still root in fork mode; in thread
+    // mode as the unprivileged user, so a new file must be writable by it).
+    for rule in &rules {
+        if let Err(e) = rule.kind.prepare() {
+            log::error!(
+                "reload: rule {} (line {}): {e}; the configuration in force is unchanged",
+                rule.name,
+                rule.line
+            );
+            return None;
+        }
+    }
     let old = &current.config;
     if old.global.daemon.mode != config.global.daemon.mode {
         log::warn!("reload: mode cannot change while running; restart imapgate to apply it");
@@ -89,5 +109,5 @@ pub fn load(ctx: &mut Ctx, current: &Runtime) -> Option<Arc<Runtime>> {
         logging::set_level(config.global.log_level);
     }
     log::info!("reload: {} loaded; new sessions use it", path.display());
-    Some(Arc::new(Runtime::new(config, tls)))
+    Some(Arc::new(Runtime::new(config, tls, rules)))
 }

@@ -1,7 +1,7 @@
 //! Process-wide counters for the SIGUSR1 status line, as relaxed atomics: sessions
 //! open and in total, bytes each way, connections refused. In fork mode the listener
 //! process counts sessions itself (one per child) and session processes report their
-//! byte counts to it through `fork::report`.
+//! byte counts to it (`host::ForkChild`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -28,18 +28,8 @@ pub fn refused() {
     REFUSED.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Adds a finished session's byte counts. Call once per session, at its end (the
-/// session code does, next to its SESSION-END line); in a fork-mode session process the
-/// counts go to the listener process.
-pub fn add_bytes(from_client: u64, to_client: u64) {
-    if crate::daemon::fork::is_child() {
-        crate::daemon::fork::report(&format!("B {from_client} {to_client}"));
-    } else {
-        apply_bytes(from_client, to_client);
-    }
-}
-
-/// Adds byte counts in this process (fork mode: a child's report).
+/// Adds a finished session's byte counts (thread mode: the session's `Host`; fork mode:
+/// the listener, from a session process's report).
 pub fn apply_bytes(from_client: u64, to_client: u64) {
     FROM_CLIENTS.fetch_add(from_client, Ordering::Relaxed);
     TO_CLIENTS.fetch_add(to_client, Ordering::Relaxed);

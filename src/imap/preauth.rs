@@ -64,7 +64,20 @@ pub enum Action {
     /// Route and log in; `feed` stopped right after this command.
     Login(Login),
     /// Close the connection after sending what came before.
-    Close(&'static str),
+    Close(Closed),
+}
+
+/// Why the dialogue closed the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// The client said LOGOUT.
+    Logout,
+    /// Too many malformed commands in a row.
+    BadCommands,
+    /// Too many failed logins.
+    FailedLogins,
+    /// A literal over the limit.
+    LiteralTooLarge,
 }
 
 /// The pre-login conversation of one client. See the module documentation.
@@ -188,7 +201,7 @@ impl PreAuth {
                     return false; // its bytes are skipped with the rest of the command
                 }
                 out.push(Action::Send(b"* BYE Literal too large.\r\n".to_vec()));
-                out.push(Action::Close("literal too large"));
+                out.push(Action::Close(Closed::LiteralTooLarge));
                 return true;
             }
             if !self.discarding {
@@ -239,16 +252,17 @@ impl PreAuth {
                 let tag = e.tag.as_deref().unwrap_or("*");
                 out.push(send(format!("{tag} BAD {}\r\n", e.reason)));
                 self.bad_commands += 1;
-                self.close_if(self.bad_commands >= MAX_BAD_COMMANDS, "bad commands", out)
+                self.close_if(self.bad_commands >= MAX_BAD_COMMANDS, Closed::BadCommands, out)
             }
         }
     }
 
-    /// When `cond` holds, says `* BYE Too many WHAT.` and closes, returning true.
-    fn close_if(&self, cond: bool, what: &'static str, out: &mut Vec<Action>) -> bool {
+    /// When `cond` holds, says `* BYE Too many ...` and closes, returning true.
+    fn close_if(&self, cond: bool, why: Closed, out: &mut Vec<Action>) -> bool {
         if cond {
+            let what = if why == Closed::BadCommands { "bad commands" } else { "failed logins" };
             out.push(send(format!("* BYE Too many {what}.\r\n")));
-            out.push(Action::Close(what));
+            out.push(Action::Close(why));
         }
         cond
     }
@@ -265,7 +279,7 @@ impl PreAuth {
             "NOOP" => out.push(send(format!("{tag} OK NOOP completed.\r\n"))),
             "LOGOUT" => {
                 out.push(send(format!("* BYE Logging out.\r\n{tag} OK Logout completed.\r\n")));
-                out.push(Action::Close("logout"));
+                out.push(Action::Close(Closed::Logout));
                 return true;
             }
             "ID" => self.on_id(&cmd, out),
@@ -399,7 +413,7 @@ impl PreAuth {
     /// Counts a failed login; after too many, appends the BYE and returns true.
     pub fn login_failed(&mut self, out: &mut Vec<Action>) -> bool {
         self.failures += 1;
-        self.close_if(self.failures >= self.limits.max_failures, "failed logins", out)
+        self.close_if(self.failures >= self.limits.max_failures, Closed::FailedLogins, out)
     }
 }
 
@@ -454,7 +468,7 @@ mod tests_support {
             .map(|a| match a {
                 Action::Send(b) => String::from_utf8_lossy(b).into_owned(),
                 Action::Login(l) => format!("LOGIN {} {} {:?}\n", l.tag, l.user, l.password),
-                Action::Close(why) => format!("CLOSE {why}\n"),
+                Action::Close(why) => format!("CLOSE {why:?}\n"),
                 Action::StartTls(tag) => format!("STARTTLS {tag}\n"),
             })
             .collect();
@@ -485,7 +499,7 @@ mod tests {
         assert!(t.contains("* ID (\"name\" \"imapgate\""));
         assert_eq!(p.client_id().unwrap()[0], ("name".into(), Some("Kontact".into())));
         let (_, t) = run(&mut p, b"d LOGOUT\r\ne NOOP\r\n");
-        assert_eq!(t, "* BYE Logging out.\r\nd OK Logout completed.\r\nCLOSE logout\n");
+        assert_eq!(t, "* BYE Logging out.\r\nd OK Logout completed.\r\nCLOSE Logout\n");
     }
 
     #[test]
@@ -524,7 +538,7 @@ mod tests {
         let (_, t) = run(&mut p, b"a LOGIN {51}\r\nb NOOP\r\n");
         assert_eq!(t, "a BAD Literal too large (limit 50 bytes)\r\nb OK NOOP completed.\r\n");
         let (_, t) = run(&mut p, b"c LOGIN {51+}\r\n");
-        assert_eq!(t, "* BYE Literal too large.\r\nCLOSE literal too large\n");
+        assert_eq!(t, "* BYE Literal too large.\r\nCLOSE LiteralTooLarge\n");
     }
 
     #[test]
@@ -562,7 +576,7 @@ mod tests {
         assert!(t.starts_with("a NO [AUTHENTICATIONFAILED]"), "{t}");
         let (_, t) = run(&mut p, b"x AUTHENTICATE PLAIN AGFsaWNlAGENYg==\r\n");
         assert!(t.contains("x NO [AUTHENTICATIONFAILED]"), "{t}");
-        assert!(t.ends_with("* BYE Too many failed logins.\r\nCLOSE failed logins\n"));
+        assert!(t.ends_with("* BYE Too many failed logins.\r\nCLOSE FailedLogins\n"));
     }
 
     #[test]

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use super::condition::glob_match;
-use super::registry::{words, Settings};
+use super::registry::Settings;
 use super::{Command, Context, Response, Rule, RuleKind, Verdict};
+use crate::config::words;
 use crate::imap::{capability, response};
 
 #[derive(Debug, Clone)]

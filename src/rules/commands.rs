@@ -11,8 +11,9 @@
 
 use std::sync::Arc;
 
-use super::registry::{words, Settings};
+use super::registry::Settings;
 use super::{Command, Context, Rule, RuleKind, Verdict};
+use crate::config::words;
 
 /// Commands every allow-list permits: a client must always be able to leave.
 const ALWAYS_ALLOWED: &[&str] = &["LOGOUT"];

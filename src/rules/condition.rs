@@ -6,57 +6,10 @@
 //! on the subject), `user` (globs with `*` and `?`), `user_regex`, `backend` (names),
 //! `id.FIELD` (regex on an ID parameter, field name in any case).
 
-use std::net::IpAddr;
-
 use regex::Regex;
 
 use super::Context;
-
-/// An address block, `10.0.0.0/8` or `2001:db8::/32` (a bare address is one host).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    bits: u8,
-}
-
-impl Cidr {
-    /// Parses `ADDR[/BITS]`.
-    pub fn parse(s: &str) -> Result<Cidr, String> {
-        let (addr, bits) = match s.split_once('/') {
-            Some((a, b)) => (a, Some(b)),
-            None => (s, None),
-        };
-        let addr: IpAddr =
-            addr.parse().map_err(|_| format!("{s:?} is not an address or CIDR block"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let bits = match bits {
-            None => max,
-            Some(b) => b
-                .parse()
-                .ok()
-                .filter(|&b| b <= max)
-                .ok_or_else(|| format!("{s:?}: bad prefix length"))?,
-        };
-        Ok(Cidr { addr, bits })
-    }
-
-    /// True when `ip` is inside the block (IPv4-mapped IPv6 addresses count as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        let (a, b, width) = match (self.addr, ip) {
-            (IpAddr::V4(a), IpAddr::V4(b)) => {
-                (u128::from(u32::from(a)), u128::from(u32::from(b)), 32)
-            }
-            (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
-            _ => return false,
-        };
-        let shift = width - u32::from(self.bits);
-        shift >= width || (a >> shift) == (b >> shift)
-    }
-}
+use crate::config::{parse_yes_no, Cidr};
 
 /// Glob match with `*` (any run) and `?` (one character).
 pub fn glob_match(pattern: &str, text: &str) -> bool {
@@ -143,11 +96,7 @@ impl Conditions {
                 Test::Client(value.split_whitespace().map(Cidr::parse).collect::<Result<_, _>>()?)
             }
             "listener" => Test::Listener(words()),
-            "tls" => Test::Tls(match value.trim().to_ascii_lowercase().as_str() {
-                "yes" => true,
-                "no" => false,
-                _ => return Err("expected yes or no".into()),
-            }),
+            "tls" => Test::Tls(parse_yes_no(value.trim())?),
             "client_cert" => Test::ClientCert(regex(value)?),
             "user" => Test::User(words()),
             "user_regex" => Test::UserRegex(regex(value)?),

@@ -81,7 +81,7 @@ struct Session {
 }
 
 fn bye(limit: &str, text: &str) -> Verdict {
-    Verdict::Disconnect { bye: format!("[LIMIT] {text}"), reason: format!("limit ({limit})") }
+    Verdict::Disconnect { bye: format!("[LIMIT] {text}"), reason: limit.to_string() }
 }
 
 impl Rule for Session {
@@ -251,7 +251,7 @@ mod tests {
         assert_eq!(r.on_command(&mut noop, &mut cx), Verdict::Pass);
         assert_eq!(r.on_command(&mut noop, &mut cx), Verdict::Pass);
         assert!(
-            matches!(r.on_command(&mut noop, &mut cx), Verdict::Disconnect { reason, .. } if reason == "limit (max_commands)")
+            matches!(r.on_command(&mut noop, &mut cx), Verdict::Disconnect { reason, .. } if reason == "max_commands")
         );
         let deadline = r.deadline(&cx).unwrap();
         assert!(deadline <= Instant::now() + Duration::from_secs(300));

@@ -19,6 +19,7 @@ pub mod commands;
 pub mod condition;
 pub mod hide_folders;
 pub mod limits;
+mod load;
 pub mod registry;
 pub mod rewrite_folders;
 
@@ -30,6 +31,7 @@ use std::time::Instant;
 use crate::imap::command::{self, Arg};
 
 pub use condition::Conditions;
+pub use load::load;
 
 /// A kind of rule, built once from its `[rule NAME]` section and shared by all sessions.
 pub trait RuleKind: Send + Sync + fmt::Debug {
@@ -76,11 +78,11 @@ pub enum Verdict {
     Reply(String),
     /// Swallow an untagged response. For commands: treated as a refusal.
     Drop,
-    /// Send `* BYE <text>` and end the session; `String` is the SESSION-END reason.
+    /// Send `* BYE <text>` and end the session (SESSION-END `reason=limit`).
     Disconnect {
         /// Text after `* BYE `.
         bye: String,
-        /// Short reason for the SESSION-END line.
+        /// The limit, for SESSION-END's `detail=`.
         reason: String,
     },
 }

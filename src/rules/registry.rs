@@ -67,32 +67,6 @@ impl Settings {
     }
 }
 
-/// Splits a value into words; `"..."` keeps spaces inside a word (folder names).
-pub fn words(value: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut chars = value.chars().peekable();
-    while let Some(&c) = chars.peek() {
-        if c.is_whitespace() {
-            chars.next();
-        } else if c == '"' {
-            chars.next();
-            let word: String = chars.by_ref().take_while(|&c| c != '"').collect();
-            out.push(word);
-        } else {
-            let mut word = String::new();
-            while let Some(&c) = chars.peek().filter(|c| !c.is_whitespace()) {
-                word.push(c);
-                chars.next();
-            }
-            out.push(word);
-        }
-    }
-    if value.matches('"').count() % 2 == 1 {
-        return Err("unbalanced double quote".into());
-    }
-    Ok(out)
-}
-
 type Constructor = fn(&mut Settings) -> Option<Arc<dyn RuleKind>>;
 
 /// Every rule kind: its `type` name and its constructor.
@@ -115,18 +89,4 @@ pub fn build(name: &str, settings: &mut Settings) -> Result<Option<Arc<dyn RuleK
     let kind = constructor(settings);
     settings.finish(name);
     Ok(kind.filter(|_| settings.errors.is_empty()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn words_keep_quoted_spaces() {
-        assert_eq!(
-            words("Calendar \"Sent Items\"  x").unwrap(),
-            vec!["Calendar", "Sent Items", "x"]
-        );
-        assert!(words("\"open").is_err());
-    }
 }

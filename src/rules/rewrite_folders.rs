@@ -7,8 +7,9 @@
 
 use std::sync::Arc;
 
-use super::registry::{words, Settings};
+use super::registry::Settings;
 use super::{Command, Context, Response, Rule, RuleKind, Verdict};
+use crate::config::words;
 use crate::imap::command::{self, Arg};
 use crate::imap::mailbox;
 

@@ -25,6 +25,7 @@ use crate::imap::response::{self, Kind};
 use crate::imap::{capability, command};
 use crate::net::transport::Transport;
 use crate::session::exchange::{Exchange, Stop};
+use crate::session::{End, Host};
 
 /// Size of each direction's buffer while data flows; released when the pipe is empty.
 const BUF_SIZE: usize = 64 * 1024;
@@ -35,43 +36,6 @@ const BUFFER_LINGER: Duration = Duration::from_secs(1);
 /// Commands that would change the byte stream under the framer (RFC 4978 COMPRESS; a
 /// second TLS layer): refused after login, since the relay could no longer frame it.
 const STREAM_CHANGING: &[&str] = &["COMPRESS", "STARTTLS"];
-
-/// How the relay ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum End {
-    /// The client logged out (or closed after the server's BYE).
-    Logout,
-    /// The client closed the connection.
-    ClientClosed,
-    /// The backend closed or failed; the client was told with `* BYE`.
-    BackendClosed(String),
-    /// Nothing moved for the idle timeout.
-    IdleTimeout,
-    /// A socket error on the client side.
-    ClientError(String),
-    /// A rule ended the session (a limit); the reason names it.
-    Rule(String),
-    /// The backend said BYE (shutting down) and closed, the client had not logged out.
-    BackendBye,
-    /// imapgate is stopping (SIGTERM after the grace period).
-    Shutdown,
-}
-
-impl End {
-    /// Short, stable reason for the SESSION-END line.
-    pub fn reason(&self) -> String {
-        match self {
-            End::Logout => "logout".into(),
-            End::ClientClosed => "client-closed".into(),
-            End::BackendClosed(why) => format!("backend-closed ({why})"),
-            End::IdleTimeout => "idle-timeout".into(),
-            End::ClientError(why) => format!("client-error ({why})"),
-            End::Rule(why) => why.clone(),
-            End::BackendBye => "backend-bye".into(),
-            End::Shutdown => "shutdown".into(),
-        }
-    }
-}
 
 /// Byte counts of a relay, for the session log.
 #[derive(Clone, Copy, Debug, Default)]
@@ -312,8 +276,8 @@ impl Relay {
     }
 
     /// Relays until one side ends the session; returns how it ended and the byte counts.
-    pub fn run(mut self) -> (End, Counters) {
-        let end = self.run_loop();
+    pub fn run(mut self, host: &dyn Host) -> (End, Counters) {
+        let end = self.run_loop(host);
         if let Some(exchange) = self.exchange.as_mut() {
             exchange.finish();
         }
@@ -330,7 +294,7 @@ impl Relay {
         (end, self.counters)
     }
 
-    fn run_loop(&mut self) -> End {
+    fn run_loop(&mut self, host: &dyn Host) -> End {
         let mut last_activity = Instant::now();
         loop {
             self.frame();
@@ -345,8 +309,8 @@ impl Relay {
             }
             self.c2s.release_unless_bulk();
             self.s2c.release_unless_bulk();
-            let (client_ev, backend_ev) = match self.wait(last_activity) {
-                Ok(Some(_)) if crate::daemon::signals::is_shutting_down() => return End::Shutdown,
+            let (client_ev, backend_ev) = match self.wait(last_activity, host) {
+                Ok(Some(_)) if host.stopping() => return End::Shutdown,
                 Ok(Some(events)) => events,
                 Ok(None) => return End::IdleTimeout,
                 Err(e) => return End::ClientError(format!("poll: {e}")),
@@ -458,7 +422,8 @@ impl Relay {
         if let Some(ex) = &self.exchange {
             if let Some(stop) = ex.stop() {
                 return ex.to_client().is_empty().then(|| match stop {
-                    Stop::Rule(reason) => End::Rule(reason.clone()),
+                    Stop::Limit(limit) => End::Limit(limit.clone()),
+                    Stop::Aborted => End::Aborted,
                     Stop::Backend(why) => End::BackendClosed(why.clone()),
                 });
             }
@@ -480,7 +445,11 @@ impl Relay {
     }
 
     /// Polls both sockets; `Ok(None)` when the idle timeout passed with no event.
-    fn wait(&mut self, last_activity: Instant) -> io::Result<Option<(PollFlags, PollFlags)>> {
+    fn wait(
+        &mut self,
+        last_activity: Instant,
+        host: &dyn Host,
+    ) -> io::Result<Option<(PollFlags, PollFlags)>> {
         let mut client_want = PollFlags::empty();
         let mut backend_want = PollFlags::empty();
         if self.client_room() {
@@ -517,7 +486,7 @@ impl Relay {
             let ms = if ready_now { 0 } else { left.as_millis().min(i32::MAX as u128) as i32 };
             // The third descriptor wakes the loop when imapgate is stopping (without
             // one, the client socket is listed again with no events asked for).
-            let shutdown = crate::daemon::signals::shutdown_fd();
+            let shutdown = host.stop_fd();
             let client_fd = self.client.socket().as_fd();
             let mut fds = [
                 PollFd::new(client_fd, client_want),

@@ -417,7 +417,7 @@ fn refuse(
         Verdict::Reply(text) => format!("{tag} {text}\r\n"),
         Verdict::Drop => format!("{tag} NO [CANNOT] Command refused.\r\n"),
         Verdict::Disconnect { bye, reason } => {
-            ex.stop = Some(Stop::Rule(reason));
+            ex.stop = Some(Stop::Limit(reason));
             format!("* BYE {bye}\r\n")
         }
     };
@@ -448,7 +448,7 @@ fn abort(ex: &mut Exchange, text: &str) {
     let tag = ex.client.cmd.sent.as_ref().map_or("*".to_string(), |s| s.client_tag.clone());
     ex.answer(format!("{tag} {text}\r\n").as_bytes());
     ex.answer(b"* BYE [UNAVAILABLE] A refused command could not be withdrawn from the server.\r\n");
-    ex.stop = Some(Stop::Rule("refused-mid-command".into()));
+    ex.stop = Some(Stop::Aborted);
     // Nothing more of it goes out; the connection closes once the client has the answer.
     if let Some(sent) = &ex.client.cmd.sent {
         let tag = sent.tag.clone();

@@ -50,8 +50,10 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 /// Why the exchange wants the session to end.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Stop {
-    /// A rule ended it (a limit); the reason names the rule's limit.
-    Rule(String),
+    /// A rule ended it; the detail names the limit.
+    Limit(String),
+    /// A refused part of a streamed command could not be withdrawn from the backend.
+    Aborted,
     /// The backend broke the protocol in a way imapgate cannot follow safely.
     Backend(String),
 }
@@ -213,7 +215,7 @@ impl Exchange {
     pub fn on_time(&mut self, now: Instant) {
         if let Verdict::Disconnect { bye, reason } = self.rules.on_time(now) {
             self.answer(format!("* BYE {bye}\r\n").as_bytes());
-            self.stop = Some(Stop::Rule(reason));
+            self.stop = Some(Stop::Limit(reason));
         }
     }
 

@@ -119,7 +119,7 @@ fn decide(ex: &mut Exchange, complete: bool) {
         Verdict::Reply(_) | Verdict::Drop => tagged,
         Verdict::Disconnect { bye, reason } => {
             ex.push_client(format!("* BYE {bye}\r\n").as_bytes());
-            ex.stop = Some(Stop::Rule(reason));
+            ex.stop = Some(Stop::Limit(reason));
             false
         }
     };

@@ -262,7 +262,7 @@ fn a_catenate_url_into_a_hidden_folder_after_a_streamed_part_aborts_the_command(
     assert_eq!(p.backend.len(), sent, "nothing of the refused part was sent");
     assert!(p.client_text().contains("a NO [NONEXISTENT]"), "{}", p.client_text());
     assert!(p.client_text().contains("* BYE"));
-    assert!(matches!(p.ex.stop(), Some(Stop::Rule(_))));
+    assert!(matches!(p.ex.stop(), Some(Stop::Aborted)));
 }
 
 #[test]

@@ -1,0 +1,288 @@
+//! From a LOGIN to a relayed session: routing the login name to a backend (or a pool),
+//! logging in there, answering the client under its own tag with the listener's
+//! capability set, and starting the rules; or, on failure, the equal-time answer, the
+//! failure record and the LOGIN log line.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::dialogue::{client_error, Session};
+use super::exchange::Exchange;
+use super::relay::Relay;
+use super::{printable, End, BLOCKED_BYE};
+use crate::backend::route::{self, RouteError};
+use crate::backend::{self, LoginError};
+use crate::imap::preauth::{Action, Login, PreAuth};
+use crate::imap::sasl::Secret;
+use crate::net::tls;
+use crate::net::transport::Transport;
+use crate::rules::{self, Engine, Response};
+
+/// Why a login failed, for the LOGIN line and the client's answer.
+struct Failure {
+    /// The tagged answer's text after the tag.
+    answer: String,
+    /// `reason=` of the LOGIN line.
+    reason: &'static str,
+    /// `detail=` of the LOGIN line.
+    detail: Option<String>,
+    /// Counts as a failed attempt (delay, block, `max_login_failures`).
+    counts: bool,
+}
+
+impl Session<'_> {
+    /// Routes and logs in. On failure the client has its answer and `Err` says whether the
+    /// session ends (`Some`) or the dialogue goes on (`None`).
+    pub(super) fn login(
+        &mut self,
+        client: &mut Transport,
+        preauth: &mut PreAuth,
+        login: Login,
+    ) -> Result<backend::Session, Option<End>> {
+        let attempt = Instant::now();
+        let config = &self.runtime.config;
+        let map = &config.maps[config.listeners[self.origin.listener].map];
+        let (failure, backend_name) = match route::lookup(config, map, &login.user) {
+            Err(RouteError::NoMatch) => (failed(auth_failed(), "no-route", None, true), None),
+            Err(e @ RouteError::UnknownBackend(_)) => {
+                log::error!("map {}: {e}", map.name);
+                (failed(unavailable(), "route-error", Some(e.to_string()), false), None)
+            }
+            Ok(route) => {
+                let turn = self.runtime.backends.next_turn();
+                let candidates = config.candidates(route.target, &route.user, turn);
+                let name = config.target_name(route.target);
+                match self.try_backends(&candidates, &route.user, &login.password, preauth) {
+                    Ok((index, session)) => {
+                        return self.logged_in(client, preauth, login, index, session)
+                    }
+                    Err(LoginError::Rejected(text)) => {
+                        (failed(format!("{text}\r\n"), "rejected", None, true), Some(name))
+                    }
+                    Err(LoginError::Unavailable(why)) => {
+                        log::warn!("no backend available for id={}: {why}", self.origin.id);
+                        let f = failed(unavailable(), "backend-unavailable", Some(why), false);
+                        (f, Some(name))
+                    }
+                }
+            }
+        };
+        self.login_failed(client, preauth, &login, failure, backend_name, attempt)
+    }
+
+    /// The backend accepted the login: the client gets its OK with the listener's
+    /// capability set, seen by the rules like any capability list.
+    fn logged_in(
+        &mut self,
+        client: &mut Transport,
+        preauth: &PreAuth,
+        login: Login,
+        index: usize,
+        session: backend::Session,
+    ) -> Result<backend::Session, Option<End>> {
+        let backend = &self.runtime.config.backends[index];
+        log::info!(
+            "LOGIN id={} user={} backend={} result=ok{}{}",
+            self.origin.id,
+            printable(&login.user),
+            backend.name,
+            self.client_tls.as_deref().map_or(String::new(), |t| format!(" {t}")),
+            session.tls.as_deref().map_or(String::new(), |t| format!(" backend_tls={t}")),
+        );
+        let reachable = &self.runtime.reachable[self.origin.listener];
+        let caps = self.runtime.backends.after_login(reachable, index, &session.capabilities);
+        let ok =
+            format!("{} OK [CAPABILITY {}] {}\r\n", login.tag, caps.join(" "), session.ok_text);
+        let mut ok = ok.into_bytes();
+        self.shown = caps.clone();
+        self.exchange = self.start_rules(&login.user, caps, &backend.name, preauth, client);
+        if let Some(exchange) = self.exchange.as_mut() {
+            let mut resp = Response { raw: ok, complete: true, literal_sizes: vec![] };
+            exchange.rules.response(&mut resp);
+            ok = resp.raw;
+        }
+        self.user = Some(login.user);
+        match self.send(client, &ok) {
+            Ok(()) => Ok(session),
+            Err(e) => Err(Some(client_error(e))),
+        }
+    }
+
+    /// Logs the failure, holds the answer back as long for unknown users as for wrong
+    /// passwords (the delay grows with the failures from the address, up to a block),
+    /// answers, and ends the session after too many failures.
+    fn login_failed(
+        &mut self,
+        client: &mut Transport,
+        preauth: &mut PreAuth,
+        login: &Login,
+        failure: Failure,
+        backend: Option<String>,
+        attempt: Instant,
+    ) -> Result<backend::Session, Option<End>> {
+        let tls = self.client_tls.as_deref().map_or(String::new(), |t| format!(" {t}"));
+        // client= comes last, after anything the client chose, for fail2ban's <HOST>.
+        let ip = self.origin.peer.ip().map_or("-".into(), |a| a.to_string());
+        log::info!(
+            "LOGIN id={} user={} backend={} result=failed reason={}{}{tls} client={ip}",
+            self.origin.id,
+            printable(&login.user),
+            backend.as_deref().unwrap_or("-"),
+            failure.reason,
+            failure.detail.map_or(String::new(), |d| format!(" detail={}", printable(&d)))
+        );
+        let mut blocked = false;
+        if failure.counts {
+            let global = &self.runtime.config.global;
+            let base = global.login_failure_delay;
+            let delay = match self.origin.peer.ip() {
+                Some(ip) => {
+                    let penalty = self.host.login_failed(ip, &global.daemon, base);
+                    blocked = penalty.blocked;
+                    penalty.delay
+                }
+                None => base,
+            };
+            std::thread::sleep(delay.saturating_sub(attempt.elapsed()));
+        }
+        let answer = format!("{} {}", login.tag, failure.answer);
+        if let Err(e) = self.send(client, answer.as_bytes()) {
+            return Err(Some(client_error(e)));
+        }
+        if blocked {
+            let _ = self.send(client, BLOCKED_BYE);
+            return Err(Some(End::LoginBlocked));
+        }
+        let mut more = Vec::new();
+        if failure.counts && preauth.login_failed(&mut more) {
+            for action in more {
+                if let Action::Send(bytes) = action {
+                    let _ = self.send(client, &bytes);
+                }
+            }
+            return Err(Some(End::FailedLogins));
+        }
+        Err(None)
+    }
+
+    /// Tries the candidate backends in order, skipping those marked down (unless all
+    /// are). A backend that cannot be reached or greets badly is marked down and the next
+    /// is tried; a refused login is final: the same password will not do elsewhere.
+    fn try_backends(
+        &self,
+        candidates: &[usize],
+        user: &str,
+        password: &Secret,
+        preauth: &PreAuth,
+    ) -> Result<(usize, backend::Session), LoginError> {
+        let states = &self.runtime.backends;
+        let up: Vec<usize> = candidates.iter().copied().filter(|&i| states.is_up(i)).collect();
+        let order = if up.is_empty() { candidates.to_vec() } else { up };
+        let info = backend::ClientInfo {
+            id: preauth.client_id(),
+            addr: self.origin.peer.addr(),
+            session: self.origin.id.0,
+        };
+        let mut last = LoginError::Unavailable("no backend to try".into());
+        for i in order {
+            let backend = &self.runtime.config.backends[i];
+            let tls = self.runtime.tls.backends[i].as_ref();
+            match backend::login(backend, tls, &info, user, password) {
+                Ok(session) => {
+                    states.mark_up(i);
+                    let (pre, post) = (session.pre_login.clone(), session.capabilities.clone());
+                    states.learn(i, Some(pre), Some(post));
+                    return Ok((i, session));
+                }
+                Err(LoginError::Unavailable(why)) => {
+                    states.mark_down(i, backend.login.down_time, &why);
+                    last = LoginError::Unavailable(format!("{}: {why}", backend.name));
+                }
+                Err(rejected) => {
+                    states.mark_up(i);
+                    return Err(rejected);
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// The listener's rules for this session, in a judged exchange, when any may apply.
+    fn start_rules(
+        &self,
+        user: &str,
+        capabilities: Vec<String>,
+        backend: &str,
+        preauth: &PreAuth,
+        client: &Transport,
+    ) -> Option<Exchange> {
+        let listener = &self.runtime.config.listeners[self.origin.listener];
+        let defs: Vec<_> =
+            listener.rules.iter().map(|&i| Arc::clone(&self.runtime.rules[i])).collect();
+        if defs.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let cx = rules::Context {
+            session: self.origin.id.0,
+            client_ip: self.origin.peer.ip(),
+            listener: listener.name.clone(),
+            tls: client.is_tls(),
+            client_cert: client.tls_state().and_then(tls::peer_subject),
+            user: user.to_string(),
+            backend: backend.to_string(),
+            client_id: preauth.client_id().map(<[_]>::to_vec),
+            capabilities,
+            started: Some(now),
+            last_activity: Some(now),
+            ..rules::Context::default()
+        };
+        let engine = Engine::new(&defs, cx);
+        // A session whose rules cannot apply now and cannot wake up later (no ID test)
+        // keeps the fast path.
+        (engine.is_active() || engine.may_become_active()).then(|| Exchange::new(engine))
+    }
+
+    /// Relays the logged-in session to its end.
+    pub(super) fn relay(
+        &mut self,
+        client: Transport,
+        backend: backend::Session,
+        pipelined: Vec<u8>,
+    ) -> End {
+        let idle = self.runtime.config.global.idle_timeout;
+        let exchange = self.exchange.take();
+        let shown = std::mem::take(&mut self.shown);
+        let relay = match Relay::new(
+            client,
+            backend.stream,
+            pipelined,
+            backend.leftover,
+            idle,
+            exchange,
+            shown,
+        ) {
+            Ok(relay) => relay,
+            Err(e) => return client_error(e),
+        };
+        let (end, counters) = relay.run(self.host);
+        self.counters.from_client += counters.from_client;
+        self.counters.to_client += counters.to_client;
+        if let End::BackendClosed(why) = &end {
+            log::warn!("id={} backend connection lost: {why}", self.origin.id);
+        }
+        end
+    }
+}
+
+fn failed(answer: String, reason: &'static str, detail: Option<String>, counts: bool) -> Failure {
+    Failure { answer, reason, detail, counts }
+}
+
+fn auth_failed() -> String {
+    "NO [AUTHENTICATIONFAILED] Authentication failed.\r\n".into()
+}
+
+fn unavailable() -> String {
+    "NO [UNAVAILABLE] Backend server unavailable, try again later.\r\n".into()
+}
