@@ -93,6 +93,23 @@ pub fn intersect(sets: &[&[String]]) -> Vec<String> {
     out
 }
 
+/// True when a response head may carry a capability list (`* CAPABILITY ...` or a
+/// `[CAPABILITY ...]` code): such a line is held until it is complete.
+pub fn may_list(head: &[u8]) -> bool {
+    head.windows(10).any(|w| w.eq_ignore_ascii_case(b"CAPABILITY"))
+}
+
+/// A response line carrying a capability list, with the list the client was shown
+/// instead; `None` when the line carries none (or nothing was shown). Every capability
+/// list the client sees goes through here, in both relay modes.
+pub fn show(line: &[u8], shown: &[String]) -> Option<Vec<u8>> {
+    if shown.is_empty() {
+        return None;
+    }
+    super::response::capabilities(line)?;
+    super::response::replace_capabilities(line, shown)
+}
+
 /// The capability a command needs, as a glob (`THREAD=*`), for commands that exist only
 /// with one. A client must not use what it was not shown.
 pub fn required_by(command: &str) -> Option<&'static str> {

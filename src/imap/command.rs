@@ -126,6 +126,41 @@ pub fn tag_and_name(head: &[u8]) -> Option<(&[u8], String)> {
     Some((tag, upper))
 }
 
+/// What a command does to the byte stream after it, beyond its own bytes: the one place
+/// both relay modes learn it from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// IDLE (RFC 2177): after the server's `+`, one line (DONE) ends it.
+    Idle,
+    /// AUTHENTICATE: response lines follow, each after the server's `+`.
+    Authenticate,
+    /// LOGOUT: the connection closes after the answer.
+    Logout,
+    /// STARTTLS, COMPRESS (RFC 4978): the stream changes under the framer; refused
+    /// after login (`stream_change_refusal`).
+    ChangesStream,
+    /// Nothing beyond the command.
+    None,
+}
+
+impl Effect {
+    /// The effect of the command with this upper-case name.
+    pub fn of(name: &str) -> Effect {
+        match name {
+            "IDLE" => Effect::Idle,
+            "AUTHENTICATE" => Effect::Authenticate,
+            "LOGOUT" => Effect::Logout,
+            "STARTTLS" | "COMPRESS" => Effect::ChangesStream,
+            _ => Effect::None,
+        }
+    }
+}
+
+/// The answer to a command that would change the stream after login.
+pub fn stream_change_refusal(name: &str) -> String {
+    format!("NO [CANNOT] {name} is not available after login.")
+}
+
 /// True for bytes that may appear in a tag or atom: RFC 9051 ATOM-CHAR, plus `]` which
 /// ASTRING-CHAR allows. No 8-bit byte: Dovecot's lexer refuses them in atoms, and a
 /// lexical error inside APPEND makes Dovecot 2.3 run the rest of the line as a command.

@@ -21,6 +21,11 @@ pub fn kind(head: &[u8]) -> Kind<'_> {
     }
 }
 
+/// True for `* BYE ...`: the server is closing the connection.
+pub fn is_bye(head: &[u8]) -> bool {
+    status(head).is_some_and(|s| s.tag == b"*" && s.status == "BYE")
+}
+
 /// A status response line: `TAG|* OK|NO|BAD|BYE|PREAUTH [CODE] text`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status<'a> {

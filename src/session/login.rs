@@ -96,9 +96,9 @@ impl Session<'_> {
         let mut ok = ok.into_bytes();
         self.shown = caps.clone();
         self.exchange = self.start_rules(&login.user, caps, &backend.name, preauth, client);
-        if let Some(exchange) = self.exchange.as_mut() {
+        if let Some(rules) = self.exchange.as_mut().and_then(Exchange::rules) {
             let mut resp = Response { raw: ok, complete: true, literal_sizes: vec![] };
-            exchange.rules.response(&mut resp);
+            rules.response(&mut resp);
             ok = resp.raw;
         }
         self.user = Some(login.user);
@@ -240,7 +240,7 @@ impl Session<'_> {
         let engine = Engine::new(&defs, cx);
         // A session whose rules cannot apply now and cannot wake up later (no ID test)
         // keeps the fast path.
-        (engine.is_active() || engine.may_become_active()).then(|| Exchange::new(engine))
+        (engine.is_active() || engine.may_become_active()).then(|| Exchange::judged(engine))
     }
 
     /// Relays the logged-in session to its end.
@@ -251,20 +251,13 @@ impl Session<'_> {
         pipelined: Vec<u8>,
     ) -> End {
         let idle = self.runtime.config.global.idle_timeout;
-        let exchange = self.exchange.take();
         let shown = std::mem::take(&mut self.shown);
-        let relay = match Relay::new(
-            client,
-            backend.stream,
-            pipelined,
-            backend.leftover,
-            idle,
-            exchange,
-            shown,
-        ) {
-            Ok(relay) => relay,
-            Err(e) => return client_error(e),
-        };
+        let exchange = self.exchange.take().unwrap_or_else(|| Exchange::fast(shown));
+        let relay =
+            match Relay::new(client, backend.stream, pipelined, backend.leftover, idle, exchange) {
+                Ok(relay) => relay,
+                Err(e) => return client_error(e),
+            };
         let (end, counters) = relay.run(self.host);
         self.counters.from_client += counters.from_client;
         self.counters.to_client += counters.to_client;

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::Exchange;
+use super::{Exchange, Out, Toward};
 use crate::rules::registry::{build, Settings};
 use crate::rules::{Conditions, Context, Engine, RuleDef};
 
@@ -20,34 +20,29 @@ use crate::rules::{Conditions, Context, Engine, RuleDef};
 /// client's stream). Panics when the backend model executes what the rules refuse.
 pub fn check(input: &[u8]) {
     let Some((&chunking, stream)) = input.split_first() else { return };
-    let mut ex = Exchange::new(engine());
+    let mut wire = Wire::new(Exchange::judged(engine()));
     let mut backend = Backend::default();
     let chunk = usize::from(chunking % 64) + 1;
-    let mut pending: Vec<u8> = Vec::new();
     let mut chunks = stream.chunks(chunk);
     let now = Instant::now();
     for _ in 0..stream.len() + 1000 {
-        if pending.is_empty() {
-            match chunks.next() {
-                Some(c) => pending.extend_from_slice(c),
-                None if ex.to_backend().is_none() => break,
-                None => {}
+        let fed = match chunks.next() {
+            Some(c) => {
+                wire.client_sends(c);
+                true
             }
-        }
-        let used = ex.client_input(&pending, now);
-        pending.drain(..used);
-        while let Some(bytes) = ex.to_backend() {
-            let n = bytes.len();
-            backend.receive(bytes);
-            ex.backend_wrote(n);
-        }
+            None => false,
+        };
+        let (to_backend, _) = wire.pump(now);
+        backend.receive(&to_backend);
         let answers = std::mem::take(&mut backend.output);
         if !answers.is_empty() {
-            ex.server_input(&answers, now);
+            wire.server_sends(&answers);
+            let (to_backend, _) = wire.pump(now);
+            backend.receive(&to_backend);
         }
-        let n = ex.to_client().len();
-        ex.client_wrote(n);
-        if ex.stop().is_some() {
+        let quiet = !fed && backend.output.is_empty() && answers.is_empty();
+        if wire.ex.stop().is_some() || quiet {
             break;
         }
     }
@@ -69,6 +64,85 @@ pub fn check(input: &[u8]) {
             "executed {name} {:?}; the backend received {received:?}",
             String::from_utf8_lossy(args)
         );
+    }
+}
+
+/// An exchange between two in-memory peers, pumped the way the relay pumps it: input
+/// kept until the exchange has written or skipped it, `Out::Input` written from there.
+pub struct Wire {
+    /// The exchange.
+    pub ex: Exchange,
+    client: Vec<u8>,
+    client_framed: usize,
+    server: Vec<u8>,
+    server_framed: usize,
+}
+
+impl Wire {
+    /// A wire around `ex`.
+    pub fn new(ex: Exchange) -> Wire {
+        Wire { ex, client: Vec::new(), client_framed: 0, server: Vec::new(), server_framed: 0 }
+    }
+
+    /// The client sent these bytes.
+    pub fn client_sends(&mut self, bytes: &[u8]) {
+        self.client.extend_from_slice(bytes);
+    }
+
+    /// The backend sent these bytes.
+    pub fn server_sends(&mut self, bytes: &[u8]) {
+        self.server.extend_from_slice(bytes);
+    }
+
+    /// Frames what can be framed and writes what can be written: returns the bytes that
+    /// went to the backend and to the client.
+    pub fn pump(&mut self, now: Instant) -> (Vec<u8>, Vec<u8>) {
+        let (mut to_backend, mut to_client) = (Vec::new(), Vec::new());
+        loop {
+            let c = self.ex.client_input(&self.client[self.client_framed..], now);
+            self.client_framed += c;
+            let s = self.ex.server_input(&self.server[self.server_framed..], now);
+            self.server_framed += s;
+            let b = drain(&mut self.ex, Toward::Backend, &mut self.client, &mut self.client_framed);
+            let k = drain(&mut self.ex, Toward::Client, &mut self.server, &mut self.server_framed);
+            let moved = c + s + b.len() + k.len() > 0;
+            to_backend.extend(b);
+            to_client.extend(k);
+            if !moved {
+                return (to_backend, to_client);
+            }
+        }
+    }
+}
+
+/// Writes what the exchange says toward `to`, from `src` (whose first `framed` bytes
+/// were framed) or from its own bytes.
+fn drain(ex: &mut Exchange, to: Toward, src: &mut Vec<u8>, framed: &mut usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut free = |src: &mut Vec<u8>, n: usize| {
+        src.drain(..n);
+        *framed -= n;
+    };
+    loop {
+        let dropped = ex.dropped(to);
+        free(src, dropped);
+        match ex.out(to) {
+            Out::Nothing => return out,
+            Out::Skip(n) => {
+                free(src, n);
+                ex.wrote(to, n);
+            }
+            Out::Input(n) => {
+                out.extend_from_slice(&src[..n]);
+                free(src, n);
+                ex.wrote(to, n);
+            }
+            Out::Bytes(b) => {
+                let n = b.len();
+                out.extend_from_slice(b);
+                ex.wrote(to, n);
+            }
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::model::Wire;
 use super::*;
 use crate::rules::registry::{build, Settings};
 use crate::rules::{Conditions, Context, RuleDef};
@@ -39,62 +40,56 @@ const HIDE: (&str, &[(&str, &str)]) = ("hide_folders", &[("folders", "Calendar C
 
 /// An exchange with everything it wrote, as the two peers would have read it.
 struct Peers {
-    ex: Exchange,
+    wire: Wire,
     backend: Vec<u8>,
     client: Vec<u8>,
-    /// Client bytes not consumed yet (held while the exchange waits).
-    held: Vec<u8>,
 }
 
 impl Peers {
     fn new(rules: &[(&str, &[(&str, &str)])]) -> Peers {
         Peers {
-            ex: Exchange::new(engine(rules)),
+            wire: Wire::new(Exchange::judged(engine(rules))),
             backend: Vec::new(),
             client: Vec::new(),
-            held: Vec::new(),
         }
+    }
+
+    fn ex(&mut self) -> &mut Exchange {
+        &mut self.wire.ex
     }
 
     fn pump(&mut self) {
-        loop {
-            let mut moved = false;
-            if !self.held.is_empty() {
-                let n = self.ex.client_input(&self.held, Instant::now());
-                self.held.drain(..n);
-                moved |= n > 0;
-            }
-            while let Some(bytes) = self.ex.to_backend() {
-                let bytes = bytes.to_vec();
-                self.backend.extend_from_slice(&bytes);
-                self.ex.backend_wrote(bytes.len());
-                moved = true;
-            }
-            let out = self.ex.to_client().to_vec();
-            self.ex.client_wrote(out.len());
-            self.client.extend_from_slice(&out);
-            if !moved {
-                return;
-            }
-        }
+        let (b, c) = self.wire.pump(Instant::now());
+        self.backend.extend(b);
+        self.client.extend(c);
     }
 
     fn client_sends(&mut self, bytes: &[u8]) {
-        self.held.extend_from_slice(bytes);
+        self.wire.client_sends(bytes);
         self.pump();
     }
 
     fn server_sends(&mut self, bytes: &[u8]) {
-        let n = self.ex.server_input(bytes, Instant::now());
-        assert_eq!(n, bytes.len());
+        self.wire.server_sends(bytes);
         self.pump();
     }
 
     /// Plays a backend that grants every literal it is offered.
     fn grant_all(&mut self) {
-        while matches!(self.ex.to_backend.front(), Some(Out::Await(_))) {
+        while self.judged().to_backend.awaited().is_some() {
             self.server_sends(b"+ OK\r\n");
         }
+    }
+
+    fn judged(&mut self) -> &mut Judged {
+        match &mut self.wire.ex.mode {
+            Mode::Judged(j) => j,
+            Mode::Fast(_) => panic!("a judged exchange"),
+        }
+    }
+
+    fn idling(&mut self) -> bool {
+        self.judged().rules.cx.idling
     }
 
     fn backend_text(&self) -> String {
@@ -169,7 +164,7 @@ fn idle_ends_only_with_done_and_anything_else_is_judged() {
     let mut p = Peers::new(&[DENY]);
     p.client_sends(b"a IDLE\r\nb DELETE Victim\r\n");
     assert_eq!(p.backend_text(), "g1 IDLE\r\n");
-    assert!(!p.ex.rules.cx.idling);
+    assert!(!p.idling());
     p.server_sends(b"+ idling\r\n");
     assert!(p.client_text().starts_with("+ idling\r\n"));
     assert_eq!(p.backend_text(), "g1 IDLE\r\nDONE\r\n", "the line ended the IDLE, unsent");
@@ -177,11 +172,11 @@ fn idle_ends_only_with_done_and_anything_else_is_judged() {
     p.server_sends(b"g1 OK Idle completed\r\n");
     p.client_sends(b"c IDLE\r\n");
     p.server_sends(b"+ idling\r\n");
-    assert!(p.ex.rules.cx.idling);
+    assert!(p.idling());
     p.client_sends(b"done\r\n");
     assert!(p.backend_text().ends_with("g2 IDLE\r\nDONE\r\n"));
     p.server_sends(b"g2 OK Idle completed\r\n");
-    assert!(!p.ex.rules.cx.idling);
+    assert!(!p.idling());
     assert!(p.client_text().ends_with("c OK Idle completed\r\n"));
 }
 
@@ -199,7 +194,7 @@ fn a_continuation_request_nobody_asked_for_ends_the_session() {
     let mut p = Peers::new(&[DENY]);
     p.client_sends(b"a XAUTH\r\n");
     p.server_sends(b"+ go on\r\n");
-    assert!(matches!(p.ex.stop(), Some(Stop::Backend(_))));
+    assert!(matches!(p.ex().stop(), Some(Stop::Backend(_))));
     assert!(!p.client_text().contains("go on"));
 }
 
@@ -221,13 +216,16 @@ fn duplicate_client_tags_are_answered_each_under_its_own() {
 fn imapgate_stops_reading_a_client_that_does_not_read_its_refusals() {
     let mut p = Peers::new(&[DENY]);
     let flood = b"a DELETE x\r\n".repeat(100_000);
-    let used = p.ex.client_input(&flood, Instant::now());
+    let used = p.ex().client_input(&flood, Instant::now());
     assert!(used < flood.len());
-    assert!(p.ex.to_client().len() <= QUEUE_HIGH_WATER + 100);
-    assert!(!p.ex.wants_client_input());
-    let n = p.ex.to_client().len();
-    p.ex.client_wrote(n);
-    assert!(p.ex.wants_client_input());
+    let queued = match p.ex().out(Toward::Client) {
+        Out::Bytes(b) => b.len(),
+        other => panic!("{other:?}"),
+    };
+    assert!(queued <= judged::QUEUE_HIGH_WATER + 100);
+    assert!(!p.ex().wants_client_input());
+    p.ex().wrote(Toward::Client, queued);
+    assert!(p.ex().wants_client_input());
 }
 
 #[test]
@@ -262,7 +260,7 @@ fn a_catenate_url_into_a_hidden_folder_after_a_streamed_part_aborts_the_command(
     assert_eq!(p.backend.len(), sent, "nothing of the refused part was sent");
     assert!(p.client_text().contains("a NO [NONEXISTENT]"), "{}", p.client_text());
     assert!(p.client_text().contains("* BYE"));
-    assert!(matches!(p.ex.stop(), Some(Stop::Aborted)));
+    assert!(matches!(p.ex().stop(), Some(Stop::Aborted)));
 }
 
 #[test]
@@ -314,5 +312,117 @@ fn splitting_client_input_anywhere_changes_nothing() {
         p.client_sends(&script[cut..]);
         p.grant_all();
         assert_eq!((p.backend_text(), p.client_text()), whole, "cut at {cut}");
+    }
+}
+
+/// The fast path: the core with no rules.
+mod fast_path {
+    use super::*;
+
+    fn wire() -> Wire {
+        let shown = ["IMAP4rev1", "IDLE", "LITERAL+"].map(String::from).to_vec();
+        Wire::new(Exchange::fast(shown))
+    }
+
+    fn text(b: &[u8]) -> String {
+        String::from_utf8_lossy(b).into_owned()
+    }
+
+    #[test]
+    fn bytes_go_through_in_place_and_untouched() {
+        let mut w = wire();
+        let input = b"A1 select \"INBOX\"\r\nA2 APPEND INBOX {5+}\r\nhello\r\n";
+        w.client_sends(input);
+        let (to_backend, _) = w.pump(Instant::now());
+        assert_eq!(to_backend, input.to_vec(), "the client's own bytes, tags and all");
+        assert!(matches!(w.ex.out(Toward::Backend), Out::Nothing));
+        w.server_sends(b"* 1 FETCH (BODY[] {3}\r\nabc)\r\nA1 OK done\r\n");
+        let (_, to_client) = w.pump(Instant::now());
+        assert_eq!(text(&to_client), "* 1 FETCH (BODY[] {3}\r\nabc)\r\nA1 OK done\r\n");
+    }
+
+    #[test]
+    fn a_synchronizing_literal_waits_for_the_servers_decision() {
+        let mut w = wire();
+        w.client_sends(b"a APPEND x {5}\r\nb DELETE y\r\n");
+        let (to_backend, _) = w.pump(Instant::now());
+        assert_eq!(text(&to_backend), "a APPEND x {5}\r\n");
+        // The server refused: what followed is a command, not the literal.
+        w.server_sends(b"a NO [TRYCREATE] no\r\n");
+        let (to_backend, to_client) = w.pump(Instant::now());
+        assert_eq!(text(&to_backend), "b DELETE y\r\n");
+        assert_eq!(text(&to_client), "a NO [TRYCREATE] no\r\n");
+    }
+
+    #[test]
+    fn stream_changing_and_unshown_commands_are_refused_unsent() {
+        let mut w = wire();
+        w.client_sends(b"a COMPRESS DEFLATE\r\nb MOVE 1 x\r\nc NOOP\r\n");
+        let (to_backend, to_client) = w.pump(Instant::now());
+        assert_eq!(text(&to_backend), "c NOOP\r\n");
+        assert_eq!(
+            text(&to_client),
+            "a NO [CANNOT] COMPRESS is not available after login.\r\n\
+             b NO [CANNOT] MOVE is not available here.\r\n"
+        );
+    }
+
+    #[test]
+    fn capability_lists_show_the_listeners_set() {
+        let mut w = wire();
+        w.client_sends(b"a CAPABILITY\r\n");
+        w.pump(Instant::now());
+        w.server_sends(b"* CAPABILITY IMAP4rev1 IDLE MOVE COMPRESS=DEFLATE\r\na OK [CAPABILITY IMAP4rev1 X] done\r\n");
+        let (_, to_client) = w.pump(Instant::now());
+        assert_eq!(
+            text(&to_client),
+            "* CAPABILITY IMAP4rev1 IDLE LITERAL+\r\na OK [CAPABILITY IMAP4rev1 IDLE LITERAL+] done\r\n"
+        );
+    }
+
+    #[test]
+    fn idle_holds_the_next_line_until_the_server_says() {
+        let mut w = wire();
+        w.client_sends(b"a IDLE\r\nDONE\r\nb NOOP\r\n");
+        let (to_backend, _) = w.pump(Instant::now());
+        assert_eq!(text(&to_backend), "a IDLE\r\n");
+        w.server_sends(b"+ idling\r\n");
+        let (to_backend, to_client) = w.pump(Instant::now());
+        assert_eq!(text(&to_backend), "DONE\r\nb NOOP\r\n");
+        assert_eq!(text(&to_client), "+ idling\r\n");
+    }
+
+    /// Client and server scripts, each fed in two pieces cut at every byte boundary (the
+    /// client's first, so imapgate's answers keep their place): the same bytes come out.
+    #[test]
+    fn splitting_input_anywhere_changes_nothing() {
+        let client: &[u8] =
+            b"a1 SELECT INBOX\r\na2 APPEND INBOX {3+}\r\nabc\r\na3 STARTTLS\r\na4 NOOP\r\n";
+        let server: &[u8] =
+            b"* CAPABILITY IMAP4rev1 X\r\n* 2 FETCH (BODY[] {4}\r\nwxyz)\r\na1 OK done\r\n";
+        let run = |cut_c: usize, cut_s: usize| {
+            let mut w = wire();
+            let (mut b, mut c) = (Vec::new(), Vec::new());
+            for piece in [&client[..cut_c], &client[cut_c..]] {
+                w.client_sends(piece);
+                b.extend(w.pump(Instant::now()).0);
+            }
+            for piece in [&server[..cut_s], &server[cut_s..]] {
+                w.server_sends(piece);
+                let (x, y) = w.pump(Instant::now());
+                b.extend(x);
+                c.extend(y);
+            }
+            (text(&b), text(&c))
+        };
+        let whole = run(client.len(), server.len());
+        assert!(whole.1.contains("* CAPABILITY IMAP4rev1 IDLE LITERAL+\r\n"), "{}", whole.1);
+        assert!(!whole.0.contains("STARTTLS"));
+        for cut in 0..=client.len() {
+            assert_eq!(run(cut, server.len()), whole, "client cut {cut}");
+        }
+        for cut in 0..=server.len() {
+            assert_eq!(run(client.len(), cut), whole, "server cut {cut}");
+        }
     }
 }

@@ -10,11 +10,13 @@
 use std::time::Instant;
 
 use crate::imap::capability;
-use crate::imap::command::{self, Arg, Encoded, ParseError};
+use crate::imap::command::{self, Arg, Effect, Encoded, ParseError};
 use crate::imap::framer::{Event, Framer, Literal, Side};
 use crate::rules::{Command, Verdict};
 
-use super::{Await, AwaitKind, Exchange, Out, Stop, INSPECT_LITERAL, INSPECT_MAX};
+use super::{Judged, INSPECT_LITERAL, INSPECT_MAX};
+use crate::session::exchange::queue::{Await, AwaitKind, Item};
+use crate::session::exchange::Stop;
 
 /// Literals one command may carry: each one costs a look at the command so far.
 pub const MAX_LITERALS: usize = 256;
@@ -115,7 +117,7 @@ impl Client {
     }
 }
 
-pub(super) fn input(ex: &mut Exchange, data: &[u8], now: Instant) -> usize {
+pub(super) fn input(ex: &mut Judged, data: &[u8], now: Instant) -> usize {
     let mut used = 0;
     while used < data.len() && ex.client.may_consume() && ex.wants_client_input() {
         let step = ex.client.framer.advance(&data[used..]);
@@ -125,6 +127,8 @@ pub(super) fn input(ex: &mut Exchange, data: &[u8], now: Instant) -> usize {
         let chunk = &data[used..used + step.consumed];
         used += step.consumed;
         ex.rules.cx.bytes_from_client += chunk.len() as u64;
+        // Judged input is copied where it is needed: the pump may free it at once.
+        ex.to_backend.drop_input(chunk.len());
         match ex.client.state {
             State::Discard => discard(ex, step.event),
             State::Streaming => stream(ex, chunk, step.event),
@@ -134,7 +138,7 @@ pub(super) fn input(ex: &mut Exchange, data: &[u8], now: Instant) -> usize {
     used
 }
 
-fn discard(ex: &mut Exchange, event: Option<Event>) {
+fn discard(ex: &mut Judged, event: Option<Event>) {
     match event {
         // RFC 9051 §7.5: a literal not invited never comes; what follows is a command.
         Some(Event::LineEnd(Some(lit))) if lit.sync => {
@@ -146,7 +150,7 @@ fn discard(ex: &mut Exchange, event: Option<Event>) {
     }
 }
 
-fn stream(ex: &mut Exchange, chunk: &[u8], event: Option<Event>) {
+fn stream(ex: &mut Judged, chunk: &[u8], event: Option<Event>) {
     ex.push_backend(chunk);
     if event == Some(Event::LiteralEnd) {
         ex.client.state = State::Command;
@@ -156,12 +160,12 @@ fn stream(ex: &mut Exchange, chunk: &[u8], event: Option<Event>) {
     }
 }
 
-fn next_command(ex: &mut Exchange) {
+fn next_command(ex: &mut Judged) {
     ex.client.cmd = Assembly::default();
     ex.client.state = State::Command;
 }
 
-fn collect(ex: &mut Exchange, chunk: &[u8], event: Option<Event>, now: Instant) {
+fn collect(ex: &mut Judged, chunk: &[u8], event: Option<Event>, now: Instant) {
     if ex.client.cmd.buf.is_empty() && ex.client.cmd.sent.is_none() {
         ex.rules.cx.last_activity = Some(now);
     }
@@ -213,7 +217,7 @@ fn current_tag(buf: &[u8]) -> String {
 
 /// A literal was announced: the rules look at the command so far (the literal a
 /// placeholder of its size) before imapgate invites it, or before it streams.
-fn literal_announced(ex: &mut Exchange, lit: Literal) {
+fn literal_announced(ex: &mut Judged, lit: Literal) {
     let cmd = &mut ex.client.cmd;
     cmd.literals += 1;
     if cmd.literals > MAX_LITERALS {
@@ -281,7 +285,7 @@ fn streamable(look: &Command) -> bool {
 }
 
 /// The command is complete: judged whole, then sent (or the rest of it, when it streamed).
-fn command_end(ex: &mut Exchange) {
+fn command_end(ex: &mut Judged) {
     let parsed = match command::parse_prefix(&ex.client.cmd.buf, &ex.client.cmd.elided, false) {
         Ok(parsed) => parsed,
         Err(e) => return refuse_unreadable(ex, e, None, true),
@@ -309,12 +313,12 @@ fn command_end(ex: &mut Exchange) {
 }
 
 /// What imapgate and the rules say about a command (or its beginning).
-fn judge(ex: &mut Exchange, look: &mut Command) -> Verdict {
+fn judge(ex: &mut Judged, look: &mut Command) -> Verdict {
     let name = look.name.as_str();
     let builtin = match name {
         "LOGIN" | "AUTHENTICATE" => Some("BAD [CLIENTBUG] Already authenticated.".to_string()),
-        "STARTTLS" | "COMPRESS" => {
-            Some(format!("NO [CANNOT] {name} is not available after login."))
+        _ if Effect::of(name) == Effect::ChangesStream => {
+            Some(command::stream_change_refusal(name))
         }
         _ if name.starts_with("UID") && !UID_COMMANDS.contains(&name) => {
             Some("BAD Unknown UID command.".to_string())
@@ -346,7 +350,7 @@ fn judge(ex: &mut Exchange, look: &mut Command) -> Verdict {
 /// part ended. Each literal waits for the backend's `+`. `then`: the command is complete,
 /// and what the backend's next `+` means after it, if anything. Returns the backend tag.
 fn send(
-    ex: &mut Exchange,
+    ex: &mut Judged,
     client_tag: &str,
     encoded: Encoded,
     then: Option<Option<AwaitKind>>,
@@ -374,15 +378,15 @@ fn send(
         ex.push_backend(&encoded.bytes[from..point]);
         let streamed = then.is_none() && point == encoded.bytes.len();
         let kind = if streamed { AwaitKind::Streamed } else { AwaitKind::Literal };
-        ex.to_backend.push_back(Out::Await(Await { tag: tag.clone(), kind }));
+        ex.to_backend.push_item(Item::Await(Await { tag: tag.clone(), kind }));
         from = point;
     }
     ex.push_backend(&encoded.bytes[from..]);
     if let Some(then) = then {
         if let Some(kind) = then {
-            ex.to_backend.push_back(Out::Await(Await { tag: tag.clone(), kind }));
+            ex.to_backend.push_item(Item::Await(Await { tag: tag.clone(), kind }));
         }
-        ex.to_backend.push_back(Out::EndOfCommand(tag.clone()));
+        ex.to_backend.push_item(Item::EndOfCommand(tag.clone()));
         ex.client.cmd.sent = None;
     }
     Ok(tag)
@@ -396,7 +400,7 @@ fn retag(encoded: Encoded, tag: &str) -> Encoded {
     Encoded { bytes, sync_points: encoded.sync_points.iter().map(|p| p + shift).collect() }
 }
 
-fn refuse_unreadable(ex: &mut Exchange, e: ParseError, pending: Option<Literal>, complete: bool) {
+fn refuse_unreadable(ex: &mut Judged, e: ParseError, pending: Option<Literal>, complete: bool) {
     let tag = e.tag.as_deref().filter(|t| t.bytes().all(|b| b.is_ascii_graphic())).unwrap_or("*");
     let verdict = Verdict::Reply(format!("BAD {}", e.reason));
     refuse(ex, tag, "-", verdict, pending, complete);
@@ -405,7 +409,7 @@ fn refuse_unreadable(ex: &mut Exchange, e: ParseError, pending: Option<Literal>,
 /// Answers a refused command and makes sure none of it (nor its literals) goes on.
 /// `pending`: the literal just announced; `complete`: the message ended here.
 fn refuse(
-    ex: &mut Exchange,
+    ex: &mut Judged,
     tag: &str,
     name: &str,
     verdict: Verdict,
@@ -444,7 +448,7 @@ fn refuse(
 /// completed: the backend must not commit it, and only closing its connection in the
 /// middle of the command guarantees that on every server. The client gets the answer,
 /// then `* BYE`.
-fn abort(ex: &mut Exchange, text: &str) {
+fn abort(ex: &mut Judged, text: &str) {
     let tag = ex.client.cmd.sent.as_ref().map_or("*".to_string(), |s| s.client_tag.clone());
     ex.answer(format!("{tag} {text}\r\n").as_bytes());
     ex.answer(b"* BYE [UNAVAILABLE] A refused command could not be withdrawn from the server.\r\n");
@@ -452,17 +456,13 @@ fn abort(ex: &mut Exchange, text: &str) {
     // Nothing more of it goes out; the connection closes once the client has the answer.
     if let Some(sent) = &ex.client.cmd.sent {
         let tag = sent.tag.clone();
-        ex.to_backend.retain(|o| match o {
-            Out::Await(a) => a.tag != tag,
-            Out::EndOfCommand(t) => *t != tag,
-            Out::Data(_) => true,
-        });
+        ex.to_backend.forget(&tag);
     }
     ex.client.state = State::Discard;
 }
 
 /// The backend granted a literal: a streamed one now flows.
-pub(super) fn granted(ex: &mut Exchange, continuation: &[u8]) {
+pub(super) fn granted(ex: &mut Judged, continuation: &[u8]) {
     if let State::AwaitGrant { sync } = ex.client.state {
         if sync {
             ex.push_client(continuation);
@@ -473,7 +473,7 @@ pub(super) fn granted(ex: &mut Exchange, continuation: &[u8]) {
 }
 
 /// The backend's `+` to IDLE: the client is shown it and may send DONE.
-pub(super) fn idling(ex: &mut Exchange, continuation: &[u8]) {
+pub(super) fn idling(ex: &mut Judged, continuation: &[u8]) {
     if ex.client.state == State::AwaitIdle {
         ex.push_client(continuation);
         ex.client.state = State::Idling;
@@ -483,8 +483,8 @@ pub(super) fn idling(ex: &mut Exchange, continuation: &[u8]) {
 
 /// The backend completed the command `tag`. Whatever of it still waited for a `+` never
 /// goes out, and the client side follows.
-pub(super) fn answered(ex: &mut Exchange, tag: &str) {
-    ex.drop_rest_of(tag);
+pub(super) fn answered(ex: &mut Judged, tag: &str) {
+    ex.to_backend.drop_rest_of(tag);
     if ex.client.idle.as_deref() == Some(tag) {
         ex.client.idle = None;
         ex.rules.cx.idling = false;
@@ -513,7 +513,7 @@ pub(super) fn answered(ex: &mut Exchange, tag: &str) {
 /// The backend answered a command whose line imapgate was still sending: the line is
 /// ended with CRLF (a server that skips the rest of a failed command's line stops there)
 /// and the client's rest of the command is dropped.
-fn end_answered_line(ex: &mut Exchange) {
+fn end_answered_line(ex: &mut Judged) {
     ex.push_backend(b"\r\n");
     ex.client.cmd = Assembly::default();
     ex.client.state = State::Discard;

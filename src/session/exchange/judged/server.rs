@@ -7,12 +7,15 @@
 
 use std::time::Instant;
 
+use crate::imap::capability;
 use crate::imap::command::{self, push_quoted};
 use crate::imap::framer::{Event, Framer, Side};
 use crate::imap::response::{self, Kind};
 use crate::rules::{Response, Verdict};
 
-use super::{client, AwaitKind, Exchange, Out, Stop, INSPECT_LITERAL, INSPECT_MAX};
+use super::{client, Judged, INSPECT_LITERAL, INSPECT_MAX};
+use crate::session::exchange::queue::AwaitKind;
+use crate::session::exchange::Stop;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 enum Mode {
@@ -49,7 +52,7 @@ impl Server {
     }
 }
 
-pub(super) fn input(ex: &mut Exchange, data: &[u8], now: Instant) -> usize {
+pub(super) fn input(ex: &mut Judged, data: &[u8], now: Instant) -> usize {
     let mut used = 0;
     while used < data.len() {
         let step = ex.server.framer.advance(&data[used..]);
@@ -57,15 +60,23 @@ pub(super) fn input(ex: &mut Exchange, data: &[u8], now: Instant) -> usize {
         used += step.consumed;
         match ex.server.mode {
             Mode::Stream | Mode::Discard => {
+                // A decided response goes on in place; a dropped one is skipped.
                 if ex.server.mode == Mode::Stream {
-                    ex.push_client(chunk);
+                    ex.rules.cx.bytes_to_client += chunk.len() as u64;
+                    ex.to_client.forward(chunk.len());
+                } else {
+                    ex.to_client.drop_input(chunk.len());
                 }
                 if step.event == Some(Event::LineEnd(None)) {
                     ex.server.mode = Mode::Collect;
                     ex.flush_answers();
                 }
             }
-            Mode::Collect => collect(ex, chunk, step.event, now),
+            Mode::Collect => {
+                // Copied into the response being assembled.
+                ex.to_client.drop_input(chunk.len());
+                collect(ex, chunk, step.event, now)
+            }
         }
         if step.consumed == 0 && step.event.is_none() {
             break;
@@ -74,7 +85,7 @@ pub(super) fn input(ex: &mut Exchange, data: &[u8], now: Instant) -> usize {
     used
 }
 
-fn collect(ex: &mut Exchange, chunk: &[u8], event: Option<Event>, now: Instant) {
+fn collect(ex: &mut Judged, chunk: &[u8], event: Option<Event>, now: Instant) {
     if ex.server.buf.is_empty() {
         ex.rules.cx.last_activity = Some(now);
     }
@@ -95,7 +106,7 @@ fn collect(ex: &mut Exchange, chunk: &[u8], event: Option<Event>, now: Instant) 
 }
 
 /// Decides on an assembled response (all of it, or its head when `complete` is false).
-fn decide(ex: &mut Exchange, complete: bool) {
+fn decide(ex: &mut Judged, complete: bool) {
     let raw = std::mem::take(&mut ex.server.buf);
     let literal_sizes = std::mem::take(&mut ex.server.literal_sizes);
     let raw = match response::kind(&raw) {
@@ -107,11 +118,7 @@ fn decide(ex: &mut Exchange, complete: bool) {
         Kind::Untagged => untagged(ex, raw),
     };
     let tagged = !matches!(response::kind(&raw), Kind::Untagged);
-    let shown = &ex.rules.cx.capabilities;
-    let raw = match response::capabilities(&raw).and(response::replace_capabilities(&raw, shown)) {
-        Some(replaced) if !shown.is_empty() => replaced,
-        _ => raw,
-    };
+    let raw = capability::show(&raw, &ex.rules.cx.capabilities).unwrap_or(raw);
     let mut resp = Response { raw, complete, literal_sizes };
     let passed = match ex.rules.response(&mut resp) {
         Verdict::Pass => true,
@@ -130,7 +137,7 @@ fn decide(ex: &mut Exchange, complete: bool) {
 }
 
 /// After a response: the next one is collected; one that goes on streams or is dropped.
-fn finish(ex: &mut Exchange, complete: bool, passed: bool) {
+fn finish(ex: &mut Judged, complete: bool, passed: bool) {
     if complete {
         ex.flush_answers();
     } else {
@@ -141,16 +148,16 @@ fn finish(ex: &mut Exchange, complete: bool, passed: bool) {
 /// A continuation request is only followed when imapgate asked for it: the next thing on
 /// the backend queue waits for exactly that. Any other would invite bytes imapgate never
 /// judged as what the backend takes them for, so it ends the session.
-fn continuation(ex: &mut Exchange, raw: &[u8], complete: bool) {
-    let awaited = match ex.to_backend.front() {
-        Some(Out::Await(a)) if complete => a.kind,
+fn continuation(ex: &mut Judged, raw: &[u8], complete: bool) {
+    let awaited = match ex.to_backend.awaited() {
+        Some(a) if complete => a.kind,
         _ => {
             ex.stop =
                 Some(Stop::Backend("sent a continuation request imapgate did not ask for".into()));
             return finish(ex, complete, false);
         }
     };
-    ex.to_backend.pop_front();
+    ex.to_backend.release();
     match awaited {
         AwaitKind::Literal => {}
         AwaitKind::Streamed => client::granted(ex, raw),
@@ -161,7 +168,7 @@ fn continuation(ex: &mut Exchange, raw: &[u8], complete: bool) {
 
 /// A tagged answer: the command is over on the backend; the client gets it under its own
 /// tag. An answer to no command in flight is dropped.
-fn tagged(ex: &mut Exchange, tag: &[u8], raw: &[u8]) -> Option<Vec<u8>> {
+fn tagged(ex: &mut Judged, tag: &[u8], raw: &[u8]) -> Option<Vec<u8>> {
     let Some((backend_tag, client_tag)) = ex.tags.close(tag) else {
         log::warn!(
             "id={} backend answered tag {} that no command has; dropped",
@@ -176,16 +183,14 @@ fn tagged(ex: &mut Exchange, tag: &[u8], raw: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn untagged(ex: &mut Exchange, raw: Vec<u8>) -> Vec<u8> {
-    if response::status(&raw).is_some_and(|s| s.status == "BYE") {
-        ex.server_bye = true;
-    }
+fn untagged(ex: &mut Judged, raw: Vec<u8>) -> Vec<u8> {
+    ex.server_bye |= response::is_bye(&raw);
     learn_delimiter(ex, &raw);
     esearch_tag(ex, &raw).unwrap_or(raw)
 }
 
 /// RFC 4731: `* ESEARCH (TAG "g7") ...` names the command by its tag: the client's.
-fn esearch_tag(ex: &Exchange, raw: &[u8]) -> Option<Vec<u8>> {
+fn esearch_tag(ex: &Judged, raw: &[u8]) -> Option<Vec<u8>> {
     const PREFIX: &[u8] = b"* ESEARCH (TAG \"";
     let head = raw.get(..PREFIX.len())?;
     if !head.eq_ignore_ascii_case(PREFIX) {
@@ -203,7 +208,7 @@ fn esearch_tag(ex: &Exchange, raw: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// `* LIST (...) "/" name` shows the hierarchy delimiter rules need.
-fn learn_delimiter(ex: &mut Exchange, raw: &[u8]) {
+fn learn_delimiter(ex: &mut Judged, raw: &[u8]) {
     if ex.rules.cx.delimiter.is_some()
         || !(raw.starts_with(b"* LIST ") || raw.starts_with(b"* LSUB "))
     {
