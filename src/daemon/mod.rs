@@ -36,6 +36,39 @@ mod exit {
     pub const CONFIG: i32 = 78;
 }
 
+/// Why imapgate could not start, with the exit code that says so.
+enum StartError {
+    /// The command line is wrong: the message and the usage go to stderr.
+    Usage(String),
+    /// The configuration (or a file it names) is wrong: every `FILE:LINE: message`.
+    Config(config::ConfigErrors),
+    /// Something of the system refused (a port, the log, privileges, signals): logged.
+    System { code: i32, message: String },
+}
+
+impl StartError {
+    fn system(code: i32, message: impl std::fmt::Display) -> StartError {
+        StartError::System { code, message: message.to_string() }
+    }
+
+    fn code(&self) -> i32 {
+        match self {
+            StartError::Usage(_) => exit::USAGE,
+            StartError::Config(_) => exit::CONFIG,
+            StartError::System { code, .. } => *code,
+        }
+    }
+}
+
+/// Everything loaded from the configuration before anything is bound or dropped.
+struct Loaded {
+    config: Config,
+    tls: tls::Contexts,
+    rules: Vec<Arc<rules::RuleDef>>,
+    /// User, group and chroot to drop to, when configured.
+    spec: Option<privdrop::Spec>,
+}
+
 /// Runs imapgate with the process's arguments; returns the exit code.
 pub fn main() -> i32 {
     let opts = match cli::parse(std::env::args().skip(1)) {
@@ -48,38 +81,74 @@ pub fn main() -> i32 {
             println!("imapgate {}", env!("CARGO_PKG_VERSION"));
             return 0;
         }
-        Err(e) => {
-            eprintln!("imapgate: {e}\n{}", cli::USAGE);
-            return exit::USAGE;
-        }
+        Err(e) => return report(None, StartError::Usage(e.to_string())),
     };
-    let mut config = match Config::load(&opts.config) {
-        Ok(config) => config,
-        Err(errors) => return config_failed(&opts, &errors),
-    };
-    let tls = match tls::load(&config) {
-        Ok(tls) => tls,
-        Err(errors) => return config_failed(&opts, &errors),
-    };
-    let rules = match rules::load(&config) {
-        Ok(rules) => rules,
-        Err(errors) => return config_failed(&opts, &errors),
-    };
-    let spec = match privdrop::resolve(&config) {
-        Ok(spec) => spec,
-        Err(errors) => return config_failed(&opts, &errors),
-    };
+    match start(&opts) {
+        Ok(code) => code,
+        Err(e) => report(Some(&opts), e),
+    }
+}
+
+/// Start-up, in the order relayd and OpenSMTPD use; returns the exit code of the run.
+fn start(opts: &cli::Options) -> Result<i32, StartError> {
+    let loaded = load(opts)?;
     if opts.check_only {
         println!("{}: configuration OK", opts.config.display());
-        return 0;
+        return Ok(0);
     }
-    if let Err(e) = logging::init(&config.global, opts.log_level, opts.inetd) {
-        if !opts.inetd {
-            eprintln!("imapgate: {e}");
-        }
-        return exit::CONFIG;
+    open_log(opts, &loaded.config)?;
+    let spec = loaded.spec.clone();
+    let runtime = prepare(loaded)?;
+    if opts.inetd {
+        return run_inetd(runtime, spec.as_ref());
     }
+    let bound =
+        listener::bind(&runtime.config).map_err(|e| StartError::system(exit::UNAVAILABLE, e))?;
+    let fork = runtime.config.global.daemon.mode == config::Mode::Fork;
+    if !fork {
+        // Thread mode: drop for good before the first connection thread exists.
+        drop_privileges(spec.as_ref())?;
+        signals::init_shutdown_pipe()
+            .map_err(|e| StartError::system(exit::OSERR, format!("signals: {e}")))?;
+    }
+    let signals =
+        signals::install().map_err(|e| StartError::system(exit::OSERR, format!("signals: {e}")))?;
+    let path = runtime.config.path.display().to_string();
+    let mode = if fork { "fork" } else { "thread" };
+    log::info!("imapgate {} started with {path} (mode = {mode})", env!("CARGO_PKG_VERSION"));
+    let ctx = reload::Ctx { opts: opts.clone(), spec, privileged: fork };
+    Ok(if fork {
+        // Fork mode keeps its listener single-threaded; children learn at login instead.
+        fork::run(runtime, bound, signals, ctx)
+    } else {
+        discovery::start(Arc::clone(&runtime));
+        listener::run(runtime, bound, signals, ctx)
+    })
+}
+
+/// The configuration, the TLS files and rules it names, and the account to drop to:
+/// every problem reported before any of it is used (`-t` stops after this).
+fn load(opts: &cli::Options) -> Result<Loaded, StartError> {
+    let config = Config::load(&opts.config).map_err(StartError::Config)?;
+    let tls = tls::load(&config).map_err(StartError::Config)?;
+    let rules = rules::load(&config).map_err(StartError::Config)?;
+    let spec = privdrop::resolve(&config).map_err(StartError::Config)?;
+    Ok(Loaded { config, tls, rules, spec })
+}
+
+/// Opens the log (stderr, a file, or syslog, opened now so it keeps working in a chroot)
+/// and sends panics there.
+fn open_log(opts: &cli::Options, config: &Config) -> Result<(), StartError> {
+    logging::init(&config.global, opts.log_level, opts.inetd)
+        .map_err(|e| StartError::system(exit::CONFIG, e))?;
     logging::install_panic_hook();
+    Ok(())
+}
+
+/// What must happen while still privileged: warnings about risky settings, backend
+/// names resolved before a chroot hides resolv.conf, audit files opened.
+fn prepare(loaded: Loaded) -> Result<Arc<Runtime>, StartError> {
+    let Loaded { mut config, tls, rules, spec } = loaded;
     for backend in config.backends.iter().filter(|b| b.tls_insecure_skip_verify) {
         log::warn!(
             "backend {}: tls_insecure_skip_verify = yes: its certificate is NOT verified, \
@@ -89,114 +158,70 @@ pub fn main() -> i32 {
     }
     privdrop::warn_if_root(spec.as_ref());
     if spec.as_ref().is_some_and(|s| s.chroot.is_some()) {
-        if let Err(e) = privdrop::resolve_backends(&mut config, None) {
-            log::error!("{e}");
-            return exit::UNAVAILABLE;
-        }
+        privdrop::resolve_backends(&mut config, None)
+            .map_err(|e| StartError::system(exit::UNAVAILABLE, e))?;
     }
-    // Rules open what they need (an audit file) now, while still privileged.
     for rule in &rules {
-        if let Err(e) = rule.kind.prepare() {
-            log::error!("{}: rule {} (line {}): {e}", config.path.display(), rule.name, rule.line);
-            return exit::CONFIG;
-        }
+        rule.kind.prepare().map_err(|e| {
+            let at = format!("{}: rule {} (line {})", config.path.display(), rule.name, rule.line);
+            StartError::system(exit::CONFIG, format!("{at}: {e}"))
+        })?;
     }
-    let runtime = Arc::new(Runtime::new(config, tls, rules));
-    if opts.inetd {
-        return inetd_main(runtime, spec.as_ref());
-    }
-    let bound = match listener::bind(&runtime.config) {
-        Ok(bound) => bound,
-        Err(e) => {
-            log::error!("{e}");
-            return exit::UNAVAILABLE;
-        }
-    };
-    let fork = runtime.config.global.daemon.mode == config::Mode::Fork;
-    if !fork {
-        // Thread mode: drop for good before the first connection thread exists.
-        if let Some(spec) = &spec {
-            if let Err(e) = privdrop::drop_privileges(spec) {
-                log::error!("{e}");
-                return exit::NOPERM;
-            }
-            log::info!(
-                "privileges dropped to {} ({}:{}){}",
-                spec.user,
-                spec.uid,
-                spec.gid,
-                chroot_note(spec)
-            );
-        }
-        if let Err(e) = signals::init_shutdown_pipe() {
-            log::error!("signals: {e}");
-            return exit::OSERR;
-        }
-    }
-    let signals = match signals::install() {
-        Ok(fd) => fd,
-        Err(e) => {
-            log::error!("signals: {e}");
-            return exit::OSERR;
-        }
-    };
-    let path = runtime.config.path.display().to_string();
-    let mode = if fork { "fork" } else { "thread" };
-    log::info!("imapgate {} started with {path} (mode = {mode})", env!("CARGO_PKG_VERSION"));
-    let ctx = reload::Ctx { opts: opts.clone(), spec: spec.clone(), privileged: fork };
-    if !fork {
-        // Fork mode keeps its listener single-threaded; children learn at login instead.
-        discovery::start(Arc::clone(&runtime));
-    }
-    if fork {
-        fork::run(runtime, bound, signals, ctx)
-    } else {
-        listener::run(runtime, bound, signals, ctx)
-    }
+    Ok(Arc::new(Runtime::new(config, tls, rules)))
 }
 
-fn chroot_note(spec: &privdrop::Spec) -> String {
-    spec.chroot.as_ref().map_or(String::new(), |c| format!(" in chroot {}", c.display()))
+/// Drops to the configured user, group and chroot, for good.
+fn drop_privileges(spec: Option<&privdrop::Spec>) -> Result<(), StartError> {
+    let Some(spec) = spec else { return Ok(()) };
+    privdrop::drop_privileges(spec).map_err(|e| StartError::system(exit::NOPERM, e))?;
+    let chroot =
+        spec.chroot.as_ref().map_or(String::new(), |c| format!(" in chroot {}", c.display()));
+    log::info!("privileges dropped to {} ({}:{}){chroot}", spec.user, spec.uid, spec.gid);
+    Ok(())
 }
 
-/// inetd mode: take the socket, drop privileges, then serve.
-fn inetd_main(runtime: Arc<Runtime>, spec: Option<&privdrop::Spec>) -> i32 {
-    let client = match inetd::take_client() {
-        Ok(client) => client,
-        Err(e) => {
-            log::error!("inetd mode: {e}");
-            return exit::OSERR;
-        }
-    };
+/// inetd mode: take the socket, drop privileges, then serve the one connection.
+fn run_inetd(runtime: Arc<Runtime>, spec: Option<&privdrop::Spec>) -> Result<i32, StartError> {
+    let client = inetd::take_client()
+        .map_err(|e| StartError::system(exit::OSERR, format!("inetd mode: {e}")))?;
     if let Some(spec) = spec {
-        if let Err(e) = privdrop::drop_privileges(spec) {
-            log::error!("inetd mode: {e}");
-            return exit::NOPERM;
-        }
+        privdrop::drop_privileges(spec)
+            .map_err(|e| StartError::system(exit::NOPERM, format!("inetd mode: {e}")))?;
     }
-    if let Err(e) = signals::init_shutdown_signal() {
-        log::error!("inetd mode: signals: {e}");
-        return exit::OSERR;
-    }
+    signals::init_shutdown_signal()
+        .map_err(|e| StartError::system(exit::OSERR, format!("inetd mode: signals: {e}")))?;
     inetd::serve(runtime, client);
-    0
+    Ok(0)
 }
 
-/// Reports configuration errors. In inetd mode stderr is the client, so the errors go
-/// to syslog and the client gets a BYE that says why it cannot be served.
-fn config_failed(opts: &cli::Options, errors: &config::ConfigErrors) -> i32 {
-    if opts.inetd && !opts.check_only {
-        sys::openlog(libc::LOG_MAIL);
-        for e in &errors.0 {
-            sys::syslog(libc::LOG_ERR, &e.to_string());
+/// Says why imapgate cannot start, where it can be read, and returns the exit code.
+/// Under inetd stderr is the client: configuration errors go to syslog and the client
+/// gets a BYE that says why it cannot be served; other errors were logged by the log
+/// already opened.
+fn report(opts: Option<&cli::Options>, e: StartError) -> i32 {
+    let inetd = opts.is_some_and(|o| o.inetd && !o.check_only);
+    match &e {
+        StartError::Usage(message) => eprintln!("imapgate: {message}\n{}", cli::USAGE),
+        StartError::Config(errors) if inetd => {
+            sys::openlog(libc::LOG_MAIL);
+            for error in &errors.0 {
+                sys::syslog(libc::LOG_ERR, &error.to_string());
+            }
+            use std::io::Write;
+            let _ = std::io::stdout()
+                .write_all(b"* BYE [UNAVAILABLE] imapgate is misconfigured, see its log.\r\n");
         }
-        use std::io::Write;
-        let _ = std::io::stdout()
-            .write_all(b"* BYE [UNAVAILABLE] imapgate is misconfigured, see its log.\r\n");
-        return exit::CONFIG;
+        StartError::Config(errors) => {
+            for error in &errors.0 {
+                eprintln!("{error}");
+            }
+        }
+        StartError::System { message, .. } if log::max_level() == log::LevelFilter::Off => {
+            if !inetd {
+                eprintln!("imapgate: {message}");
+            }
+        }
+        StartError::System { message, .. } => log::error!("{message}"),
     }
-    for e in &errors.0 {
-        eprintln!("{e}");
-    }
-    exit::CONFIG
+    e.code()
 }

@@ -21,9 +21,11 @@ pub fn kind(head: &[u8]) -> Kind<'_> {
     }
 }
 
-/// True for `* BYE ...`: the server is closing the connection.
+/// True for `* BYE ...`: the server is closing the connection. (Every response head of
+/// a session passes here, so it compares in place rather than parsing.)
 pub fn is_bye(head: &[u8]) -> bool {
-    status(head).is_some_and(|s| s.tag == b"*" && s.status == "BYE")
+    head.get(..5).is_some_and(|h| h.eq_ignore_ascii_case(b"* BYE"))
+        && matches!(head.get(5), None | Some(b' ' | b'\r' | b'\n'))
 }
 
 /// A status response line: `TAG|* OK|NO|BAD|BYE|PREAUTH [CODE] text`.

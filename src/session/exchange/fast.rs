@@ -121,6 +121,10 @@ impl Fast {
         while used < data.len() {
             if self.server.at_message_start() {
                 self.server_held = Some(0);
+                // Idle sessions stay small: a long first line's buffer is not kept.
+                if self.server_line.capacity() > 1024 {
+                    self.server_line = Vec::new();
+                }
                 self.server_line.clear();
                 self.head_seen = false;
             }

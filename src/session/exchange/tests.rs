@@ -426,3 +426,36 @@ mod fast_path {
         }
     }
 }
+
+/// The fast path's cost per small response, for the eye (`cargo test --release -- --ignored`).
+#[test]
+#[ignore]
+fn fast_path_cost_per_small_message() {
+    let mut stream = Vec::new();
+    for i in 1..=20_000 {
+        stream.extend_from_slice(format!("* {i} FETCH (BODY[] {{4096}}\r\n").as_bytes());
+        stream.extend_from_slice(&[b'x'; 4096]);
+        stream.extend_from_slice(b")\r\n");
+    }
+    let mut ex = Exchange::fast(vec!["IMAP4rev1".into()]);
+    let started = Instant::now();
+    for chunk in stream.chunks(65536) {
+        let mut used = 0;
+        while used < chunk.len() {
+            used += ex.server_input(&chunk[used..], started);
+            loop {
+                let _ = ex.dropped(Toward::Client);
+                match ex.out(Toward::Client) {
+                    Out::Nothing => break,
+                    Out::Input(n) | Out::Skip(n) => ex.wrote(Toward::Client, n),
+                    Out::Bytes(b) => {
+                        let n = b.len();
+                        ex.wrote(Toward::Client, n)
+                    }
+                }
+            }
+        }
+    }
+    let per = started.elapsed().as_nanos() / 20_000;
+    eprintln!("{per} ns per 4 KiB message");
+}
