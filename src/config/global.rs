@@ -3,12 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use log::LevelFilter;
-
 use super::daemon::{self, Daemon};
 use super::error::Diag;
 use super::ini::Section;
-use super::value::{parse_duration, parse_size, positive_duration};
+use super::value::{parse_duration, parse_log_filter, parse_size, positive_duration, LogFilter};
 use super::{check_keys, first, value_of};
 
 /// Where log records go.
@@ -31,8 +29,9 @@ pub struct Global {
     pub log: LogTarget,
     /// `log_file`: required iff `log = file`; then also held by [`LogTarget::File`].
     pub log_file: Option<PathBuf>,
-    /// `log_level`: error | warn | info | debug | trace.
-    pub log_level: LevelFilter,
+    /// `log_level`: a level (error | warn | info | debug | trace), optionally with levels
+    /// per module (`info,imapgate::rules=debug`).
+    pub log_level: LogFilter,
     /// `syslog_facility` as a `libc::LOG_*` value.
     pub syslog_facility: i32,
     /// `thread_stack_size` of connection threads, 64k to 64m.
@@ -62,7 +61,7 @@ impl Default for Global {
         Global {
             log: LogTarget::Auto,
             log_file: None,
-            log_level: LevelFilter::Info,
+            log_level: LogFilter::level(log::LevelFilter::Info),
             syslog_facility: libc::LOG_MAIL,
             thread_stack_size: 256 << 10,
             preauth_timeout: Duration::from_secs(60),
@@ -99,7 +98,7 @@ pub(crate) fn parse(sec: &Section, diag: &mut Diag) -> Global {
     check_keys(sec, "[global]", &[KEYS, daemon::GLOBAL_KEYS].concat(), &[], diag);
     let d = Global::default();
     let log = value_of(sec, "log", diag, parse_log);
-    let log_level = value_of(sec, "log_level", diag, parse_level);
+    let log_level = value_of(sec, "log_level", diag, parse_log_filter);
     let syslog_facility = value_of(sec, "syslog_facility", diag, parse_facility);
     let thread_stack_size =
         value_of(sec, "thread_stack_size", diag, |s| sized(s, 64 << 10, 64 << 20));
@@ -181,17 +180,6 @@ fn resolve_log(
                 _ => None,
             }
         }
-    }
-}
-
-fn parse_level(s: &str) -> Result<LevelFilter, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "error" => Ok(LevelFilter::Error),
-        "warn" => Ok(LevelFilter::Warn),
-        "info" => Ok(LevelFilter::Info),
-        "debug" => Ok(LevelFilter::Debug),
-        "trace" => Ok(LevelFilter::Trace),
-        _ => Err(format!("invalid value {s:?} (expected error, warn, info, debug or trace)")),
     }
 }
 

@@ -1,15 +1,12 @@
 //! Reads the INI text into sections of `key = value` entries that remember their line.
 //!
-//! rust-ini keeps no line numbers and has surprising corners (a line without `=` is glued to
-//! the next one as a key, a trailing `\` continues the line, `;` after a section header is
-//! a parse error without the `inline-comment` feature). So a pre-pass over the lines first
-//! checks the syntax itself, records the line of every section header and key, strips
-//! inline comments, and hands rust-ini a canonical text with the same number of lines
-//! (`[name]`, `key=value` or an empty line). rust-ini parses that with escapes and quotes
-//! off; its result is then paired with the line index. No semantics here: what the
+//! A small line-oriented reader of its own: every error must name its line, which
+//! rust-ini does not record, and rust-ini's corners (a line without `=` glued to the next
+//! one as a key, a trailing `\` continuing the line, `;` after a section header an error
+//! unless a feature is on) would accept files an administrator did not mean. Comments are
+//! full lines starting with `;` or `#`, or start at whitespace followed by one of them;
+//! no quoting, no escapes: values are taken as written. No semantics here: what the
 //! sections mean is decided in `config/mod.rs`.
-
-use ini::{Ini, ParseOption};
 
 use super::error::Diag;
 
@@ -29,66 +26,25 @@ pub(crate) struct Section {
     pub(crate) entries: Vec<Entry>,
 }
 
-/// A section header and its key lines as found by the pre-pass.
-struct Header {
-    name: Option<String>,
-    line: usize,
-    keys: Vec<(String, usize)>,
-}
-
-/// Section headers in order; the first one is the unnamed leading section.
-struct Index {
-    sections: Vec<Header>,
-}
-
 /// Splits `text` into sections. Syntax errors go to `diag`; the offending lines are skipped.
 pub(crate) fn read(text: &str, diag: &mut Diag) -> Vec<Section> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let (canonical, index) = prepass(text, diag);
-    let opt = ParseOption { enabled_escape: false, enabled_quote: false, ..ParseOption::default() };
-    let parsed = match Ini::load_from_str_opt(&canonical, opt) {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            diag.err(e.line, format!("syntax error: {}", e.msg));
-            return Vec::new();
-        }
-    };
-    pair(&parsed, index, diag)
-}
-
-/// Number of lines in `text`, as reported for file-level problems found at the end.
-pub(crate) fn line_count(text: &str) -> usize {
-    text.lines().count()
-}
-
-/// Checks each line and builds the canonical text plus the line index.
-fn prepass(text: &str, diag: &mut Diag) -> (String, Index) {
-    let mut out = String::with_capacity(text.len());
-    let mut index = Index { sections: vec![Header { name: None, line: 0, keys: Vec::new() }] };
+    let mut sections = vec![Section { name: None, line: 0, entries: Vec::new() }];
     // After a broken header, its keys are skipped rather than blamed on the section above.
     let mut skipping = false;
     for (i, raw) in text.split('\n').enumerate() {
         let line = i + 1;
         let raw = raw.strip_suffix('\r').unwrap_or(raw);
-        if i > 0 {
-            out.push('\n');
-        }
         match classify(raw) {
             Ok(Line::Blank) => {}
             Ok(Line::Header(name)) => {
                 skipping = false;
-                out.push('[');
-                out.push_str(&name);
-                out.push(']');
-                index.sections.push(Header { name: Some(name), line, keys: Vec::new() });
+                sections.push(Section { name: Some(name), line, entries: Vec::new() });
             }
             Ok(Line::Entry(..)) if skipping => {}
             Ok(Line::Entry(key, value)) => {
-                out.push_str(&key);
-                out.push('=');
-                out.push_str(&value);
-                if let Some(last) = index.sections.last_mut() {
-                    last.keys.push((key, line));
+                if let Some(last) = sections.last_mut() {
+                    last.entries.push(Entry { key, value, line });
                 }
             }
             Err(Bad::Header(msg)) => {
@@ -98,7 +54,12 @@ fn prepass(text: &str, diag: &mut Diag) -> (String, Index) {
             Err(Bad::Line(msg)) => diag.err(line, msg),
         }
     }
-    (out, index)
+    sections
+}
+
+/// Number of lines in `text`, as reported for file-level problems found at the end.
+pub(crate) fn line_count(text: &str) -> usize {
+    text.lines().count()
 }
 
 /// A line that cannot be used; a broken header also hides the keys below it.
@@ -141,7 +102,7 @@ fn classify(raw: &str) -> Result<Line, Bad> {
     }
     let value = strip_comment(value).trim();
     if value.ends_with('\\') {
-        // rust-ini would join the next line; continuation lines are not part of our format.
+        // Other INI readers continue such a line; nobody should believe this one does.
         return Err(Bad::Line(format!("{key}: value must not end with a backslash")));
     }
     Ok(Line::Entry(key.to_string(), value.to_string()))
@@ -171,32 +132,6 @@ fn strip_comment(s: &str) -> &str {
         prev_ws = c.is_whitespace();
     }
     s
-}
-
-/// Pairs rust-ini's sections and values with the line index, occurrence by occurrence.
-fn pair(parsed: &Ini, index: Index, diag: &mut Diag) -> Vec<Section> {
-    let mut out = Vec::new();
-    let mut ini_sections = parsed.iter();
-    for Header { name, line, keys } in index.sections {
-        let Some((ini_name, props)) = ini_sections.next() else {
-            diag.err(line, "internal error: section index mismatch");
-            return out;
-        };
-        if ini_name != name.as_deref() || props.iter().count() != keys.len() {
-            diag.err(line, "internal error: section index mismatch");
-            return out;
-        }
-        let mut entries = Vec::with_capacity(keys.len());
-        for ((key, line), (ini_key, value)) in keys.into_iter().zip(props.iter()) {
-            if ini_key != key {
-                diag.err(line, "internal error: key index mismatch");
-                return out;
-            }
-            entries.push(Entry { key, value: value.to_string(), line });
-        }
-        out.push(Section { name, line, entries });
-    }
-    out
 }
 
 #[cfg(test)]

@@ -37,7 +37,10 @@ pub use tls::{ClientCertMode, FileRef, ListenerTls, SniCert, TlsMode, TlsVersion
 
 use error::Diag;
 use ini::{Entry, Section};
-pub use value::{canonical, mask, parse_duration, parse_size, parse_yes_no, words, Cidr};
+pub use value::{
+    canonical, mask, parse_duration, parse_log_filter, parse_size, parse_yes_no, words, Cidr,
+    LogFilter,
+};
 use value::{is_name, parse_host, parse_listen, parse_port, positive_duration};
 
 /// The whole configuration. Backends, maps and listeners keep the file's order.

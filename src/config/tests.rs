@@ -50,7 +50,7 @@ fn minimal_config_gets_defaults() {
     let g = &c.global;
     assert_eq!(g.log, LogTarget::Auto);
     assert_eq!(g.log_file, None);
-    assert_eq!(g.log_level, log::LevelFilter::Info);
+    assert_eq!(g.log_level.max, log::LevelFilter::Info);
     assert_eq!(g.syslog_facility, libc::LOG_MAIL);
     assert_eq!(g.thread_stack_size, 256 * 1024);
     assert_eq!(g.preauth_timeout, Duration::from_secs(60));
@@ -132,7 +132,7 @@ fn global_keys_are_typed() {
     let g = c.global;
     assert_eq!(g.log, LogTarget::File("/var/log/imapgate.log".into()));
     assert_eq!(g.log_file, Some("/var/log/imapgate.log".into()));
-    assert_eq!(g.log_level, log::LevelFilter::Debug);
+    assert_eq!(g.log_level.max, log::LevelFilter::Debug);
     assert_eq!(g.syslog_facility, libc::LOG_LOCAL3);
     assert_eq!(g.thread_stack_size, 1 << 20);
     assert_eq!(g.preauth_timeout, Duration::from_millis(500));
@@ -412,7 +412,7 @@ fn all_errors_are_reported_together() {
     assert_eq!(
         e,
         [
-            "2: log_level: invalid value \"chatty\" (expected error, warn, info, debug or trace)",
+            "2: log_level: invalid value \"chatty\" (expected error, warn, info, debug or trace, or MODULE=LEVEL as in info,imapgate::rules=debug)",
             "5: unknown key \"prot\" in [backend a] (known keys: host, port, connect_timeout, timeout, tls, ca, tls_name, tls_insecure_skip_verify, tls_min_version, send_proxy_protocol, login_method, sasl_ir, forward_id, trusted, down_time, probe_user, probe_password)",
             "8: default: undefined backend \"zz\"",
             "9: syntax error: expected \"[section]\" or \"key = value\"",

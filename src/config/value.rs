@@ -220,6 +220,60 @@ pub fn words(value: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// What to log: a level for everything, and optionally levels per module, in
+/// env_logger's directive syntax (`info,imapgate::rules=debug,rustls=warn`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFilter {
+    /// The directives as written (checked).
+    pub spec: String,
+    /// The most verbose level any directive allows.
+    pub max: log::LevelFilter,
+}
+
+impl LogFilter {
+    /// Everything at `level`.
+    pub fn level(level: log::LevelFilter) -> LogFilter {
+        LogFilter { spec: level.to_string().to_ascii_lowercase(), max: level }
+    }
+}
+
+/// Parses log directives: `LEVEL` or `MODULE=LEVEL`, comma-separated (env_logger's
+/// syntax, but a bare word must be a level, so a typo is not taken for a module name).
+/// Checked here, so a mistake is an error at its line (env_logger would only warn on
+/// stderr, which under inetd is the client).
+pub fn parse_log_filter(s: &str) -> Result<LogFilter, String> {
+    let level = |w: &str| match w.to_ascii_lowercase().as_str() {
+        "off" => Some(log::LevelFilter::Off),
+        "error" => Some(log::LevelFilter::Error),
+        "warn" => Some(log::LevelFilter::Warn),
+        "info" => Some(log::LevelFilter::Info),
+        "debug" => Some(log::LevelFilter::Debug),
+        "trace" => Some(log::LevelFilter::Trace),
+        _ => None,
+    };
+    let module = |m: &str| {
+        !m.is_empty() && m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    let mut max = log::LevelFilter::Off;
+    let mut parts = Vec::new();
+    for d in s.split(',').map(str::trim) {
+        let directive_max = match d.split_once('=') {
+            Some((m, l)) if module(m.trim()) => level(l.trim()),
+            Some(_) => None,
+            None => level(d),
+        };
+        let Some(directive_max) = directive_max else {
+            return Err(format!(
+                "invalid value {d:?} (expected error, warn, info, debug or trace, or \
+                 MODULE=LEVEL as in info,imapgate::rules=debug)"
+            ));
+        };
+        max = max.max(directive_max);
+        parts.push(d.replace(' ', ""));
+    }
+    Ok(LogFilter { spec: parts.join(","), max })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,5 +372,18 @@ mod tests {
             vec!["Calendar", "Sent Items", "x"]
         );
         assert!(words("\"open").is_err());
+    }
+
+    #[test]
+    fn log_filters_take_levels_and_module_directives() {
+        let f = parse_log_filter("info, imapgate::rules=debug").unwrap();
+        assert_eq!(
+            (f.spec.as_str(), f.max),
+            ("info,imapgate::rules=debug", log::LevelFilter::Debug)
+        );
+        assert_eq!(parse_log_filter("WARN").unwrap().max, log::LevelFilter::Warn);
+        assert!(parse_log_filter("loud").is_err());
+        assert!(parse_log_filter("imapgate=noisy").is_err());
+        assert!(parse_log_filter("a/b").is_err());
     }
 }

@@ -10,7 +10,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/imapgate/imapgate.ini";
 pub const USAGE: &str = "usage: imapgate [-h] [-v] [-d LEVEL] [-t] [--inetd] [-f FILE]
   -f FILE    configuration file (default /etc/imapgate/imapgate.ini)
   -t         check the configuration and exit (0 when valid)
-  -d LEVEL   log verbosity: error, warn, info, debug or trace (overrides log_level)
+  -d LEVEL   log verbosity: error, warn, info, debug or trace, optionally per module
+             (info,imapgate::rules=debug); overrides log_level
   --inetd    serve one connection on stdin/stdout (inetd, xinetd, systemd Accept=yes)
   -v         print the version and exit
   -h         print this help and exit";
@@ -23,7 +24,7 @@ pub struct Options {
     /// `-t`.
     pub check_only: bool,
     /// `-d LEVEL`.
-    pub log_level: Option<log::LevelFilter>,
+    pub log_level: Option<crate::config::LogFilter>,
     /// `--inetd`.
     pub inetd: bool,
 }
@@ -54,7 +55,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             "-d" => {
                 let level = args.next().ok_or("-d needs a level")?;
                 let parsed =
-                    level.parse().map_err(|_| format!("-d: unknown log level \"{level}\""))?;
+                    crate::config::parse_log_filter(&level).map_err(|e| format!("-d: {e}"))?;
                 opts.log_level = Some(parsed);
             }
             other => return Err(format!("unknown option \"{other}\"")),
@@ -78,7 +79,7 @@ mod tests {
         };
         assert_eq!(o.config, PathBuf::from("x.ini"));
         assert!(o.check_only && o.inetd);
-        assert_eq!(o.log_level, Some(log::LevelFilter::Debug));
+        assert_eq!(o.log_level.map(|f| f.max), Some(log::LevelFilter::Debug));
         assert_eq!(run(&["-v"]), Ok(Command::Version));
         assert_eq!(
             run(&[])
@@ -91,6 +92,6 @@ mod tests {
     fn mistakes_are_named() {
         assert_eq!(run(&["-x"]), Err("unknown option \"-x\"".into()));
         assert_eq!(run(&["-f"]), Err("-f needs a file name".into()));
-        assert_eq!(run(&["-d", "loud"]), Err("-d: unknown log level \"loud\"".into()));
+        assert!(run(&["-d", "loud"]).is_err_and(|e| e.starts_with("-d: invalid value \"loud\"")));
     }
 }

@@ -3,31 +3,37 @@
 //! means syslog and `stderr` is refused. Everything is opened before privileges are
 //! dropped: syslog with LOG_NDELAY, the file while still root.
 //!
-//! Lines are `TIMESTAMP imapgate[PID] LEVEL: message` on stderr and in the file (the
-//! timestamp is UTC, RFC 3339 with milliseconds); syslog adds its own. Callers never
-//! pass credentials or message contents (see session.rs and SECURITY.md).
+//! env_logger filters records by level and module (`log_level = info,imapgate::rules=debug`,
+//! `-d ...`) and formats them for stderr and the file as `TIMESTAMP imapgate[PID] LEVEL:
+//! message` (UTC, RFC 3339 with milliseconds), writing each line with a single `write`
+//! through imapgate's own writer, so lines of threads or processes sharing the file never
+//! interleave; syslog gets the message with its priority and adds its own stamp. Callers
+//! never pass credentials or message contents (see session/ and SECURITY.md).
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-use crate::config::{Global, LogTarget};
+use crate::config::{Global, LogFilter, LogTarget};
 use crate::daemon::sys;
 
 /// The log file, when logging to one: reopened by [`reopen`].
 static FILE: OnceLock<(PathBuf, Mutex<File>)> = OnceLock::new();
 
+/// Where lines go, and the env_logger that filters and formats them (rebuilt on reload).
+static FILTER: OnceLock<(Sink, RwLock<env_logger::Logger>)> = OnceLock::new();
+
 /// Sets up the global logger. `inetd` forbids stderr.
 pub fn init(
     global: &Global,
-    level_override: Option<LevelFilter>,
+    filter_override: Option<&LogFilter>,
     inetd: bool,
 ) -> Result<(), String> {
-    let level = level_override.unwrap_or(global.log_level);
+    let filter = filter_override.unwrap_or(&global.log_level);
     let target = match &global.log {
         LogTarget::Auto if inetd => LogTarget::Syslog,
         LogTarget::Auto => LogTarget::Stderr,
@@ -50,9 +56,28 @@ pub fn init(
         }
         LogTarget::Stderr | LogTarget::Auto => Sink::Stderr,
     };
+    let _ = FILTER.set((sink, RwLock::new(build(filter, sink))));
     log::set_boxed_logger(Box::new(Logger { sink })).map_err(|e| e.to_string())?;
-    log::set_max_level(level);
+    log::set_max_level(filter.max);
     Ok(())
+}
+
+/// An env_logger for `filter`, formatting imapgate's lines into `sink`.
+fn build(filter: &LogFilter, sink: Sink) -> env_logger::Logger {
+    let mut builder = env_logger::Builder::new();
+    builder.parse_filters(&filter.spec);
+    builder.format(|buf, record| {
+        let stamp = timestamp(SystemTime::now());
+        writeln!(
+            buf,
+            "{stamp} imapgate[{}] {}: {}",
+            std::process::id(),
+            record.level(),
+            record.args()
+        )
+    });
+    builder.target(env_logger::Target::Pipe(Box::new(Writer(sink))));
+    builder.build()
 }
 
 fn open(path: &PathBuf) -> Result<File, String> {
@@ -79,15 +104,41 @@ pub fn reopen() {
     }
 }
 
-/// Changes the verbosity (a reload).
-pub fn set_level(level: LevelFilter) {
-    log::set_max_level(level);
+/// Changes what is logged (a reload).
+pub fn set_filter(filter: &LogFilter) {
+    let Some((sink, lock)) = FILTER.get() else { return };
+    *lock.write().unwrap_or_else(|p| p.into_inner()) = build(filter, *sink);
+    log::set_max_level(filter.max);
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Sink {
     Stderr,
     File,
     Syslog,
+}
+
+/// Where env_logger's formatted lines go: one `write` per line.
+struct Writer(Sink);
+
+impl Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.0 {
+            Sink::File => match FILE.get() {
+                Some((_, file)) => {
+                    file.lock().unwrap_or_else(|p| p.into_inner()).write_all(buf)?;
+                }
+                None => io::stderr().write_all(buf)?,
+            },
+            // Syslog records never reach env_logger's writer (see `Logger::log`).
+            Sink::Stderr | Sink::Syslog => io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 struct Logger {
@@ -99,13 +150,17 @@ impl Log for Logger {
         // rustls narrates every handshake at debug; its words are wanted only when tracing.
         let quiet =
             metadata.target().starts_with("rustls") && log::max_level() < LevelFilter::Trace;
-        metadata.level() <= log::max_level() && !(quiet && metadata.level() > Level::Info)
+        let Some((_, filter)) = FILTER.get() else { return false };
+        let filter = filter.read().unwrap_or_else(|p| p.into_inner());
+        filter.enabled(metadata) && !(quiet && metadata.level() > Level::Info)
     }
 
     fn log(&self, record: &Record<'_>) {
         if !self.enabled(record.metadata()) {
             return;
         }
+        let Some((_, filter)) = FILTER.get() else { return };
+        let filter = filter.read().unwrap_or_else(|p| p.into_inner());
         match self.sink {
             Sink::Syslog => {
                 let priority = match record.level() {
@@ -116,31 +171,11 @@ impl Log for Logger {
                 };
                 sys::syslog(priority, &record.args().to_string());
             }
-            Sink::Stderr => {
-                let _ = std::io::stderr().write_all(line(record).as_bytes());
-            }
-            Sink::File => {
-                if let Some((_, file)) = FILE.get() {
-                    let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
-                    let _ = f.write_all(line(record).as_bytes());
-                }
-            }
+            Sink::Stderr | Sink::File => filter.log(record),
         }
     }
 
     fn flush(&self) {}
-}
-
-/// One formatted line, written with a single `write` so lines from several threads or
-/// processes sharing the file never interleave.
-fn line(record: &Record<'_>) -> String {
-    format!(
-        "{} imapgate[{}] {}: {}\n",
-        timestamp(SystemTime::now()),
-        std::process::id(),
-        record.level(),
-        record.args()
-    )
 }
 
 /// `2024-05-01T12:34:56.789Z`.

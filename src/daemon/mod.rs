@@ -139,7 +139,7 @@ fn load(opts: &cli::Options) -> Result<Loaded, StartError> {
 /// Opens the log (stderr, a file, or syslog, opened now so it keeps working in a chroot)
 /// and sends panics there.
 fn open_log(opts: &cli::Options, config: &Config) -> Result<(), StartError> {
-    logging::init(&config.global, opts.log_level, opts.inetd)
+    logging::init(&config.global, opts.log_level.as_ref(), opts.inetd)
         .map_err(|e| StartError::system(exit::CONFIG, e))?;
     logging::install_panic_hook();
     Ok(())

@@ -106,7 +106,7 @@ pub fn load(ctx: &mut Ctx, current: &Runtime) -> Option<Arc<Runtime>> {
         }
     }
     if ctx.opts.log_level.is_none() {
-        logging::set_level(config.global.log_level);
+        logging::set_filter(&config.global.log_level);
     }
     log::info!("reload: {} loaded; new sessions use it", path.display());
     Some(Arc::new(Runtime::new(config, tls, rules)))
