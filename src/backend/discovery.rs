@@ -11,21 +11,19 @@ use crate::backend::{self, LoginError};
 use crate::imap::sasl::Secret;
 use crate::session::Runtime;
 
-/// Starts the discovery thread for `runtime` (thread mode, after the privilege drop).
-pub fn start(runtime: Arc<Runtime>) {
-    let spawned =
-        thread::Builder::new().name("discovery".into()).stack_size(256 << 10).spawn(move || loop {
-            for i in 0..runtime.config.backends.len() {
-                probe(&runtime, i);
-            }
-            let interval = runtime.config.global.discovery_interval;
-            if interval.is_zero() {
-                return;
-            }
-            thread::sleep(interval);
-        });
-    if let Err(e) = spawned {
-        log::warn!("cannot start backend discovery: {e}");
+/// The discovery thread's work for `runtime`: every backend probed at once and then
+/// every `discovery_interval` (not at all again when it is 0). The daemon starts the
+/// thread (thread mode, after the privilege drop).
+pub fn run(runtime: Arc<Runtime>) {
+    loop {
+        for i in 0..runtime.config.backends.len() {
+            probe(&runtime, i);
+        }
+        let interval = runtime.config.global.discovery_interval;
+        if interval.is_zero() {
+            return;
+        }
+        thread::sleep(interval);
     }
 }
 

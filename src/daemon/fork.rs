@@ -24,14 +24,13 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
-use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::daemon::admission::{self, Refusal, Slot};
 use crate::daemon::host::ForkChild;
 use crate::daemon::listener::{self, Bound, BYE_WAIT, PROXY_HEADER_TIMEOUT};
-use crate::daemon::signals::{self, Event};
+use crate::daemon::signals::{self, Event, Signals};
 use crate::daemon::sys::{self, Forked};
 use crate::daemon::{privdrop, reload, stats};
 use crate::net::proxy_protocol;
@@ -53,7 +52,7 @@ struct Pending {
 struct Parent {
     runtime: Arc<Runtime>,
     bound: Vec<Bound>,
-    signals: Option<SignalFd>,
+    signals: Option<Signals>,
     report_r: Option<OwnedFd>,
     report_w: OwnedFd,
     reports: Vec<u8>,
@@ -63,7 +62,7 @@ struct Parent {
 }
 
 /// Runs the fork-mode listener until SIGTERM/SIGINT; returns the exit code.
-pub fn run(runtime: Arc<Runtime>, bound: Vec<Bound>, signals: SignalFd, ctx: reload::Ctx) -> i32 {
+pub fn run(runtime: Arc<Runtime>, bound: Vec<Bound>, signals: Signals, ctx: reload::Ctx) -> i32 {
     if sys::thread_count() != 1 {
         log::error!("fork mode: the listener process must be single-threaded to fork safely");
         return 71;
@@ -114,7 +113,7 @@ impl Parent {
                 self.read_reports();
             }
             if ready.signals {
-                let events = self.signals.as_mut().map(signals::pending).unwrap_or_default();
+                let events = self.signals.as_mut().map(Signals::pending).unwrap_or_default();
                 for event in events {
                     match event {
                         Event::Child => self.reap(),
@@ -135,7 +134,7 @@ impl Parent {
     fn wait(&self, timeout: Duration) -> Ready {
         let mut fds = Vec::new();
         if let Some(s) = &self.signals {
-            fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(s.fd(), PollFlags::POLLIN));
         }
         if let Some(r) = &self.report_r {
             fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
@@ -242,7 +241,11 @@ impl Parent {
     fn child(&mut self, stream: TcpStream, origin: Origin) -> ! {
         self.bound.clear();
         self.pending.clear();
-        self.signals = None;
+        // The handlers write into the listener's pipe: a signal to this process must not
+        // look like one to the listener.
+        if let Some(signals) = self.signals.take() {
+            signals.remove();
+        }
         self.report_r = None;
         // The children map is the listener's; forgetting it frees nothing it owns.
         std::mem::forget(std::mem::take(&mut self.children));
@@ -402,7 +405,7 @@ impl Parent {
                 self.read_reports();
             }
             if ready.signals {
-                let events = self.signals.as_mut().map(signals::pending).unwrap_or_default();
+                let events = self.signals.as_mut().map(Signals::pending).unwrap_or_default();
                 if stage == 0 && events.contains(&Event::Terminate) {
                     deadline = Instant::now();
                 }

@@ -17,13 +17,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::signalfd::SignalFd;
 
 use crate::config::Config;
 use crate::daemon::admission::{self, Refusal, Slot};
 use crate::daemon::host::InProcess;
 use crate::daemon::reload;
-use crate::daemon::signals::{self, Event};
+use crate::daemon::signals::{self, Event, Signals};
 use crate::daemon::{socket_activation, stats};
 use crate::net::proxy_protocol;
 use crate::session::Runtime;
@@ -135,7 +134,7 @@ fn warn_unbound(bound: &[Bound], new: &Config) {
 pub fn run(
     mut runtime: Arc<Runtime>,
     mut bound: Vec<Bound>,
-    mut signals: SignalFd,
+    mut signals: Signals,
     mut ctx: reload::Ctx,
 ) -> i32 {
     for b in &bound {
@@ -155,7 +154,7 @@ pub fn run(
             }
         };
         if sig_ready {
-            for event in signals::pending(&mut signals) {
+            for event in signals.pending() {
                 match event {
                     Event::Reload => {
                         crate::daemon::logging::reopen();
@@ -191,11 +190,11 @@ pub fn run(
 /// Polls the signal descriptor and the listening sockets; returns whether signals are
 /// pending and which sockets are ready.
 pub fn wait(
-    signals: &SignalFd,
+    signals: &Signals,
     bound: &[Bound],
     timeout: Option<Duration>,
 ) -> io::Result<(bool, Vec<usize>)> {
-    let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+    let mut fds = vec![PollFd::new(signals.fd(), PollFlags::POLLIN)];
     fds.extend(bound.iter().map(|b| PollFd::new(b.socket.as_fd(), PollFlags::POLLIN)));
     let timeout = timeout.map_or(PollTimeout::NONE, |t| {
         PollTimeout::from(u16::try_from(t.as_millis()).unwrap_or(u16::MAX))
@@ -270,20 +269,20 @@ fn spawn_session(runtime: &Arc<Runtime>, listener: usize, stream: TcpStream, pee
     let id = SessionId::next();
     let runtime_for_thread = Arc::clone(runtime);
     let stream_for_refusal = stream.try_clone();
-    let spawned = thread::Builder::new()
+    let builder = thread::Builder::new()
         .name(format!("conn-{id}"))
-        .stack_size(config.global.thread_stack_size)
-        .spawn(move || {
-            let slot = match slot {
-                Some(slot) => slot,
-                None => match proxied_admission(&runtime_for_thread, listener, &stream, peer) {
-                    Some(admitted) => admitted,
-                    None => return,
-                },
-            };
-            serve(runtime_for_thread, Origin { id, peer: Peer::Inet(slot.1), listener }, stream);
-            drop(slot);
-        });
+        .stack_size(config.global.thread_stack_size);
+    let spawned = signals::spawn_quiet(builder, move || {
+        let slot = match slot {
+            Some(slot) => slot,
+            None => match proxied_admission(&runtime_for_thread, listener, &stream, peer) {
+                Some(admitted) => admitted,
+                None => return,
+            },
+        };
+        serve(runtime_for_thread, Origin { id, peer: Peer::Inet(slot.1), listener }, stream);
+        drop(slot);
+    });
     if let Err(e) = spawned {
         log::error!("cannot start a thread for session id={id} from {peer}: {e}");
         if let Ok(s) = stream_for_refusal {
@@ -325,7 +324,7 @@ pub fn serve(runtime: Arc<Runtime>, origin: Origin, stream: TcpStream) {
 
 /// SIGTERM: the listening sockets are closed; sessions get `shutdown_grace`, then the
 /// shutdown notice (they say BYE), then [`BYE_WAIT`]. A second SIGTERM cuts the grace.
-fn drain(runtime: &Runtime, signals: &mut SignalFd) -> i32 {
+fn drain(runtime: &Runtime, signals: &mut Signals) -> i32 {
     let grace = runtime.config.global.daemon.shutdown_grace;
     log::info!("shutting down: {} sessions open, waiting up to {grace:?} for them", stats::open());
     let mut deadline = Instant::now() + grace;
@@ -347,7 +346,7 @@ fn drain(runtime: &Runtime, signals: &mut SignalFd) -> i32 {
             deadline = now + BYE_WAIT;
         }
         if let Ok((true, _)) = wait(signals, &[], Some(Duration::from_millis(100))) {
-            if signals::pending(signals).contains(&Event::Terminate) && !told {
+            if signals.pending().contains(&Event::Terminate) && !told {
                 deadline = Instant::now();
             }
         }

@@ -111,8 +111,8 @@ fn start(opts: &cli::Options) -> Result<i32, StartError> {
         signals::init_shutdown_pipe()
             .map_err(|e| StartError::system(exit::OSERR, format!("signals: {e}")))?;
     }
-    let signals =
-        signals::install().map_err(|e| StartError::system(exit::OSERR, format!("signals: {e}")))?;
+    let signals = signals::Signals::install()
+        .map_err(|e| StartError::system(exit::OSERR, format!("signals: {e}")))?;
     let path = runtime.config.path.display().to_string();
     let mode = if fork { "fork" } else { "thread" };
     log::info!("imapgate {} started with {path} (mode = {mode})", env!("CARGO_PKG_VERSION"));
@@ -121,7 +121,11 @@ fn start(opts: &cli::Options) -> Result<i32, StartError> {
         // Fork mode keeps its listener single-threaded; children learn at login instead.
         fork::run(runtime, bound, signals, ctx)
     } else {
-        discovery::start(Arc::clone(&runtime));
+        let for_discovery = Arc::clone(&runtime);
+        let builder = std::thread::Builder::new().name("discovery".into()).stack_size(256 << 10);
+        if let Err(e) = signals::spawn_quiet(builder, move || discovery::run(for_discovery)) {
+            log::warn!("cannot start backend discovery: {e}");
+        }
         listener::run(runtime, bound, signals, ctx)
     })
 }

@@ -82,3 +82,29 @@ fn fork_mode_a_killed_session_process_leaves_the_others_working() {
     assert!(px.is_running());
     wait_children(pid, 0);
 }
+
+#[test]
+fn fork_mode_sigterm_to_one_session_process_ends_only_that_session() {
+    let dv = Dovecot::start();
+    let mut px = fork_proxy(&dv);
+    let pid = main_pid(&px);
+    let mut a = Client::connect(px.port);
+    a.login("alice", "secret");
+    let first = wait_children(pid, 1);
+    let mut b = Client::connect(px.port);
+    b.login("bob", "secret");
+    wait_children(pid, 2);
+    // The session process says BYE and ends; the listener, whose signal handlers the
+    // session process inherited, must not take the signal for its own.
+    send_signal(first[0], "TERM");
+    a.set_timeout(Duration::from_secs(10));
+    let rest = text(&a.read_to_eof());
+    assert!(rest.contains("* BYE [UNAVAILABLE] Server shutting down."), "{rest}");
+    b.cmd_ok("N", "NOOP");
+    let mut c = Client::connect(px.port);
+    c.login("carol", "secret");
+    c.logout();
+    b.logout();
+    assert!(px.is_running(), "the listener stopped:\n{}", px.log());
+    assert!(!px.log().contains("shutting down"), "{}", px.log());
+}
