@@ -88,13 +88,21 @@ listen = 127.0.0.1:$gate_port
 map = users
 CONF
 
-dovecot -F -c "$dir/dovecot.conf" & pids+=($!)
-"$gate" -f "$dir/imapgate.ini" & pids+=($!)
+# Waits (at most 5 s) until something listens on 127.0.0.1:$1.
+listening() {
+    for _ in $(seq 50); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "demo: nothing listens on 127.0.0.1:$1" >&2
+    return 1
+}
 
-for _ in $(seq 50); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$gate_port") 2>/dev/null; then break; fi
-    sleep 0.1
-done
+# Dovecot first: imapgate probes its backends at start and would report it down.
+dovecot -F -c "$dir/dovecot.conf" & pids+=($!)
+listening "$dovecot_port"
+"$gate" -f "$dir/imapgate.ini" & pids+=($!)
+listening "$gate_port"
 
 cat <<TXT
 

@@ -7,13 +7,17 @@
 //! `rules`, `net` (transports, TLS, PROXY protocol) and `imap` (the protocol, sans-I/O);
 //! everything reads its settings from `config`.
 
-pub mod backend;
-pub mod config;
-pub mod daemon;
-pub mod imap;
+// Modules are the crate's own; only what the integration tests (`t/`) and the fuzz
+// targets (`fuzz/`) call is public.
+pub(crate) mod backend;
+pub(crate) mod config;
+pub(crate) mod daemon;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
+pub(crate) mod imap;
 pub mod net;
-pub mod rules;
-pub mod session;
+pub(crate) mod rules;
+pub(crate) mod session;
 
 /// Runs imapgate with the process's arguments; returns the exit code.
 pub fn main() -> i32 {

@@ -27,8 +27,6 @@ pub enum LogTarget {
 pub struct Global {
     /// `log`: auto | stderr | syslog | file.
     pub log: LogTarget,
-    /// `log_file`: required iff `log = file`; then also held by [`LogTarget::File`].
-    pub log_file: Option<PathBuf>,
     /// `log_level`: a level (error | warn | info | debug | trace), optionally with levels
     /// per module (`info,imapgate::rules=debug`).
     pub log_level: LogFilter,
@@ -60,7 +58,6 @@ impl Default for Global {
     fn default() -> Global {
         Global {
             log: LogTarget::Auto,
-            log_file: None,
             log_level: LogFilter::level(log::LevelFilter::Info),
             syslog_facility: libc::LOG_MAIL,
             thread_stack_size: 256 << 10,
@@ -116,10 +113,9 @@ pub(crate) fn parse(sec: &Section, diag: &mut Diag) -> Global {
             Ok(PathBuf::from(s))
         }
     });
-    let log = resolve_log(sec, log, log_file.clone(), diag);
+    let log = resolve_log(sec, log, log_file, diag);
     Global {
         log: log.unwrap_or(d.log),
-        log_file,
         log_level: log_level.unwrap_or(d.log_level),
         syslog_facility: syslog_facility.unwrap_or(d.syslog_facility),
         thread_stack_size: thread_stack_size.unwrap_or(d.thread_stack_size),

@@ -27,13 +27,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use daemon::{Access, AtLine, Daemon, Mode};
+pub use daemon::{Access, Daemon, Mode};
 pub use error::{ConfigError, ConfigErrors};
 pub use global::{Global, LogTarget};
-pub use map::{Map, MapKind, RegexRoute};
+pub use map::{Map, MapKind};
 pub use pool::{stable_hash, BackendLogin, Balance, LoginMethod, Pool};
 pub use rule::RuleSection;
-pub use tls::{ClientCertMode, FileRef, ListenerTls, SniCert, TlsMode, TlsVersion};
+pub use tls::{ClientCertMode, FileRef, ListenerTls, TlsMode, TlsVersion};
 
 use error::Diag;
 use ini::{Entry, Section};
@@ -77,6 +77,8 @@ pub enum Target {
 pub struct Backend {
     /// NAME from the section header.
     pub name: String,
+    /// Line of the section header, for problems found later (TLS names and bundles).
+    pub line: usize,
     /// Host name or IP literal (IPv6 without brackets).
     pub host: String,
     /// TCP port, default 993 with `tls = implicit` and 143 otherwise.
@@ -197,6 +199,7 @@ impl Config {
     }
 
     /// Index of the map called `name` in [`Config::maps`].
+    #[cfg(test)]
     pub fn map_index(&self, name: &str) -> Option<usize> {
         self.maps.iter().position(|m| m.name == name)
     }
@@ -345,6 +348,7 @@ fn parse_backend(name: &str, sec: &Section, base: &Path, diag: &mut Diag) -> Opt
     let default_port = if tls.mode == TlsMode::Implicit { 993 } else { 143 };
     let backend = Backend {
         name: name.to_string(),
+        line: sec.line,
         host: host?,
         port: port.unwrap_or(default_port),
         connect_timeout: connect_timeout.unwrap_or(Duration::from_secs(10)),

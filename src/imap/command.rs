@@ -191,6 +191,7 @@ pub const MAX_ARGS: usize = 4096;
 
 /// Tokenizes a complete command message: its lines and the raw bytes of its literals, as
 /// the framer delimited them. The final CRLF (or LF) may be present or not.
+#[cfg(any(test, fuzzing))]
 pub fn parse(message: &[u8]) -> Result<Command, ParseError> {
     parse_with(message, &[], false, false)
 }

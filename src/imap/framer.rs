@@ -252,11 +252,6 @@ impl Framer {
         matches!(self.state, State::Waiting { .. })
     }
 
-    /// True while the framer waits for the server after a synchronizing literal announcement.
-    pub fn is_waiting_for_literal(&self) -> bool {
-        matches!(self.state, State::Waiting { literal: Some(_) })
-    }
-
     /// Client side: the command just framed continues with a line that the client sends
     /// only after the server's `+` (IDLE's `DONE`, AUTHENTICATE's responses). Call right
     /// after the command's `LineEnd(None)`.
@@ -408,7 +403,7 @@ mod tests {
         let input = b"A APPEND x {5}\r\nB DELETE y\r\n";
         let s = f.advance(input);
         assert_eq!(s, step(16, Some(lit(5, true, false))));
-        assert!(f.is_waiting_for_literal());
+        assert!(matches!(f.state, State::Waiting { literal: Some(_) }));
         assert_eq!(f.advance(&input[16..]), step(0, None));
         // The server answered "A NO": no literal comes, B is a new command.
         f.refuse();
@@ -475,11 +470,13 @@ mod tests {
         assert_eq!(f.advance(b"\r\n"), step(2, Some(END)));
     }
 
+    /// Random streams of literal syntax: consumed whole or byte by byte, the frames are
+    /// the same, and the framer stalls only while it waits for the server.
     #[test]
-    fn arbitrary_bytes_never_panic_and_are_all_consumed_or_waiting() {
+    fn arbitrary_bytes_frame_the_same_whole_or_byte_by_byte() {
         let mut seed = 0x1234_5678u32;
+        let mut events = 0;
         for _ in 0..2000 {
-            let mut f = Framer::new(Side::Client);
             let mut data = Vec::new();
             for _ in 0..64 {
                 seed ^= seed << 13;
@@ -488,14 +485,24 @@ mod tests {
                 let alphabet = b"{}~+0123\r\n A";
                 data.push(alphabet[seed as usize % alphabet.len()]);
             }
+            for side in [Side::Client, Side::Server] {
+                let whole = frame_in_pieces(side, &data, &[]);
+                let cuts: Vec<usize> = (1..data.len()).collect();
+                assert_eq!(frame_in_pieces(side, &data, &cuts), whole, "{}", data.escape_ascii());
+                events += whole.len();
+            }
+            let mut f = Framer::new(Side::Client);
             let mut rest = &data[..];
             while !rest.is_empty() {
                 let s = f.advance(rest);
+                assert!(s.consumed <= rest.len());
                 if s.consumed == 0 && s.event.is_none() {
+                    assert!(f.is_waiting(), "a stall is a wait for the server");
                     f.grant();
                 }
                 rest = &rest[s.consumed..];
             }
         }
+        assert!(events > 10_000, "the generator must produce frames ({events})");
     }
 }

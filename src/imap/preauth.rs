@@ -7,6 +7,8 @@
 //! synchronizing literal over the limit is refused before the client sends it; an
 //! oversized non-synchronizing one ends the connection (RFC 7888 §4 allows either).
 
+use zeroize::Zeroize;
+
 use super::capability;
 use super::command::{self, Arg, Command};
 use super::framer::{Event, Framer, Literal, Side};
@@ -221,6 +223,8 @@ impl PreAuth {
     }
 
     fn end_message(&mut self) {
+        // The message may have been a LOGIN: its password does not stay in freed memory.
+        self.message.zeroize();
         self.message = Vec::new();
         self.discarding = false;
     }

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use zeroize::Zeroize;
+
 /// A credential. Its `Debug` and `Display` never show the bytes, in every build.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Vec<u8>);
@@ -32,8 +34,9 @@ impl fmt::Debug for Secret {
 
 impl Drop for Secret {
     fn drop(&mut self) {
-        // Best effort: do not leave the password in freed heap memory.
-        self.0.iter_mut().for_each(|b| *b = 0);
+        // The password does not stay in freed heap memory: zeroize's writes are volatile,
+        // so the compiler cannot drop them as dead stores the way it may a plain loop.
+        self.0.zeroize();
     }
 }
 

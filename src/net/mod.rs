@@ -3,6 +3,6 @@
 //! HAProxy PROXY protocol (`proxy_protocol`).
 
 pub mod proxy_protocol;
-pub mod tls;
-pub mod transport;
-pub mod x509;
+pub(crate) mod tls;
+pub(crate) mod transport;
+pub(crate) mod x509;

@@ -155,7 +155,10 @@ impl Loader<'_> {
         let server_name = match ServerName::try_from(name.clone()) {
             Ok(n) => n,
             Err(e) => {
-                let at = FileRef { path: format!("backend {}", backend.name).into(), line: 0 };
+                let at = FileRef {
+                    path: format!("[backend {}]", backend.name).into(),
+                    line: backend.line,
+                };
                 self.error(&at, format!("\"{name}\" cannot be checked against a certificate: {e}"));
                 return None;
             }
@@ -240,11 +243,13 @@ impl Loader<'_> {
     fn system_roots(&mut self, backend: &crate::config::Backend) -> Option<RootCertStore> {
         let Some(bundle) = SYSTEM_CA_BUNDLES.iter().find(|p| std::path::Path::new(p).exists())
         else {
-            let at = FileRef { path: format!("backend {}", backend.name).into(), line: 0 };
+            let at =
+                FileRef { path: format!("[backend {}]", backend.name).into(), line: backend.line };
             self.error(&at, "no system CA bundle found; set ca = FILE");
             return None;
         };
-        let file = FileRef { path: bundle.into(), line: 0 };
+        // Problems with the system bundle are reported at the backend that needs it.
+        let file = FileRef { path: bundle.into(), line: backend.line };
         let mut roots = RootCertStore::empty();
         let (_, ignored) = roots.add_parsable_certificates(self.certificates(&file)?);
         if ignored > 0 {

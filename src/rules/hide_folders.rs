@@ -160,6 +160,9 @@ impl Session {
                 held.child_seen = true;
             }
         }
+        if !resp.complete {
+            return Verdict::Pass; // a streamed response is only its head: not rewritten
+        }
         let mut changed =
             drop_hidden_oldname(&mut args, |w| self.folders.contains_wire(w, cx.delimiter));
         let betrays = has_attribute(&args, "\\HasChildren") || has_childinfo(&args);

@@ -124,12 +124,14 @@ impl Command {
         Command { tag: parsed.tag, name, args, complete, preview: false, continued: false }
     }
 
-    /// A complete command from its wire form (tests and tools).
+    /// A complete command from its wire form (tests).
+    #[cfg(test)]
     pub fn parse(raw: &[u8]) -> Option<Command> {
         command::parse(raw).ok().map(|c| Command::new(c, true))
     }
 
     /// The argument at `index` as a string (atom, quoted or literal).
+    #[cfg(test)]
     pub fn arg(&self, index: usize) -> Option<&[u8]> {
         self.args.get(index)?.astring()
     }

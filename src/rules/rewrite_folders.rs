@@ -76,6 +76,10 @@ impl Rule for RewriteFolders {
     }
 
     fn on_response(&mut self, resp: &mut Response, cx: &mut Context) -> Verdict {
+        // Only a whole response can be written anew (a streamed one is only its head).
+        if !resp.complete {
+            return Verdict::Pass;
+        }
         let Some((name, mut args)) = resp.untagged() else { return Verdict::Pass };
         let index = match name.as_str() {
             "LIST" | "LSUB" | "XLIST" => 2,

@@ -7,6 +7,8 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use zeroize::Zeroize;
+
 use super::exchange::Exchange;
 use super::relay::Counters;
 use super::{printable, End, Host, Origin, Runtime};
@@ -194,6 +196,8 @@ impl<'a> Session<'a> {
             match client.read(&mut chunk) {
                 Ok(n) => {
                     input.extend_from_slice(&chunk[..n]);
+                    // It may hold a password: not left in freed memory.
+                    chunk.zeroize();
                     self.counters.from_client += n as u64;
                     return Ok(n);
                 }
