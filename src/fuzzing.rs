@@ -7,7 +7,8 @@
 use std::time::Instant;
 
 use crate::imap::framer::{Event, Framer, Side};
-use crate::imap::preauth::{Action, Limits, PreAuth, Security};
+use crate::imap::preauth::{Action, Credential, Limits, PreAuth, Security};
+use crate::imap::sasl::Mechanism;
 use crate::imap::{capability, command, response};
 use crate::net::proxy_protocol::{self, Parse};
 use crate::session::exchange::model::{self, Wire};
@@ -71,6 +72,7 @@ pub fn preauth(data: &[u8]) {
         starttls_offered: seed & 1 == 1,
         tls_active: seed & 2 == 2,
         login_requires_tls: seed & 4 == 4,
+        bearer: vec![Mechanism::XOAuth2, Mechanism::OAuthBearer],
     };
     let mut p = PreAuth::new(limits, security);
     let _ = p.greeting("hi");
@@ -85,7 +87,13 @@ pub fn preauth(data: &[u8]) {
             match action {
                 Action::Send(bytes) => assert!(bytes.ends_with(b"\r\n")),
                 Action::StartTls(_) => p.tls_started(),
-                Action::Login(_) => {
+                Action::Login(login) => {
+                    // A backend challenged a bearer token: the client's next line answers.
+                    if matches!(login.credential, Credential::Bearer(_)) && seed & 8 == 8 {
+                        let (used, _) = p.challenge_response(&input);
+                        assert!(used <= input.len());
+                        input.drain(..used);
+                    }
                     let mut more = Vec::new();
                     p.login_failed(&mut more);
                 }

@@ -208,6 +208,40 @@ fn login_before_starttls_is_refused_with_privacyrequired_and_works_after_it() {
     assert_tls_field(&line, "tls");
 }
 
+#[test]
+fn mechanisms_are_listed_only_after_starttls_and_bearer_ones_only_when_the_backend_takes_them() {
+    let certs = Certs::generate();
+    let idp = crate::common::oauth::Introspection::start(&[("tok-erin-1", "erin")]);
+    let dv = Dovecot::start_oauth(&idp.url());
+    let listener = listener_tls("starttls", &certs) + "oauth_mechanisms = XOAUTH2 OAUTHBEARER\n";
+    let px = Proxy::start(&config(&format!("port = {}", dv.port), &listener));
+    let direct = text(&Client::connect(dv.port).cmd_ok("C", "CAPABILITY"));
+    assert!(direct.contains("AUTH=XOAUTH2 AUTH=OAUTHBEARER"), "the test's Dovecot: {direct}");
+
+    // After TLS, once discovery has seen the backend: every mechanism, each once.
+    let after = wait_until(WAIT, || {
+        let (_, mut c) = starttls_client(px.port, &certs);
+        let r = text(&c.cmd_ok("C", "CAPABILITY"));
+        r.contains("XOAUTH2").then_some(r)
+    })
+    .expect("XOAUTH2 never offered after STARTTLS");
+    let auth: Vec<&str> = words(&after).into_iter().filter(|w| w.starts_with("AUTH=")).collect();
+    assert_eq!(auth, ["AUTH=PLAIN", "AUTH=LOGIN", "AUTH=XOAUTH2", "AUTH=OAUTHBEARER"], "{after}");
+    // Before TLS: none of them, in the greeting or in CAPABILITY.
+    let mut c = Client::connect(px.port);
+    let before = text(&c.greeting) + &text(&c.cmd_ok("C", "CAPABILITY"));
+    assert!(!before.contains("AUTH=") && before.contains("LOGINDISABLED"), "{before}");
+    let ir = base64(b"user=erin\x01auth=Bearer tok-erin-1\x01\x01");
+    let r = text(&c.cmd("X", &format!("AUTHENTICATE XOAUTH2 {ir}")));
+    assert!(r.starts_with("X NO [PRIVACYREQUIRED]"), "{r}");
+    assert!(idp.asked().is_empty(), "a token was checked before TLS: {:?}", idp.asked());
+    // After TLS the token logs in.
+    let (_, mut c) = starttls_client(px.port, &certs);
+    c.cmd_ok("X", &format!("AUTHENTICATE XOAUTH2 {ir}"));
+    c.cmd_ok("S", "SELECT INBOX");
+    c.logout();
+}
+
 // 5 ------------------------------------------------------------------------
 
 #[test]

@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{self, BackendLogin, LoginMethod, TlsMode};
+use crate::imap::bearer::Bearer;
 use crate::imap::capability;
 use crate::imap::command::push_quoted;
 use crate::imap::framer::{Event, Framer, Side};
+use crate::imap::preauth::Credential;
 use crate::imap::response::{self, Kind};
 use crate::imap::sasl::{self, Secret};
 use crate::net::tls::{self, BackendTls};
@@ -43,13 +45,28 @@ pub enum LoginError {
     Unavailable(String),
     /// The backend rejected the credentials; holds its `NO [code] text` without the tag.
     Rejected(String),
+    /// The backend is fine but cannot take this login (it no longer offers the client's
+    /// bearer-token mechanism): the next backend of a pool may, nothing is marked down.
+    Unsupported(String),
+    /// The client did not answer the backend's challenge with a response that can be
+    /// sent on (the session knows why); the backend connection is dropped.
+    Cancelled,
 }
+
+/// Passes a challenge the backend sent during a bearer-token login (its error report)
+/// to the client and returns the client's response line, or `None` to give up.
+pub type Challenges<'a> = dyn FnMut(&[u8]) -> Option<Secret> + 'a;
+
+/// At most this many challenges in one bearer-token login (RFC 7628 has one).
+const MAX_CHALLENGES: usize = 3;
 
 impl fmt::Display for LoginError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LoginError::Unavailable(why) => write!(f, "backend unavailable: {why}"),
             LoginError::Rejected(answer) => write!(f, "backend said {answer}"),
+            LoginError::Unsupported(why) => write!(f, "backend cannot take this login: {why}"),
+            LoginError::Cancelled => write!(f, "the client cancelled the login"),
         }
     }
 }
@@ -202,34 +219,47 @@ impl Greeted {
         self.conn.read_tagged(TAG_ID).map(drop)
     }
 
-    /// Logs in as `user`, the way the backend's `login_method` and `sasl_ir` say.
+    /// Logs in as `user`: with a password the way the backend's `login_method` and
+    /// `sasl_ir` say; with a bearer token in the client's own mechanism, passing any
+    /// challenge through `challenges`.
     pub fn login(
         mut self,
         how: &BackendLogin,
         user: &str,
-        password: &Secret,
+        credential: &Credential,
+        challenges: &mut Challenges<'_>,
     ) -> Result<Session, LoginError> {
         let caps = &self.capabilities;
-        let plain = match how.method {
-            LoginMethod::Auto => capability::has(caps, "LOGINDISABLED"),
-            LoginMethod::Login => false,
-            LoginMethod::AuthenticatePlain => true,
-        };
         let conn = &mut self.conn;
-        let answer = if plain {
-            if !capability::has(caps, "AUTH=PLAIN") {
-                return Err(unavailable("the backend offers no AUTH=PLAIN"));
+        let sasl_ir = how.sasl_ir && capability::has(caps, "SASL-IR");
+        let answer = match credential {
+            Credential::Password(password) => {
+                let plain = match how.method {
+                    LoginMethod::Auto => capability::has(caps, "LOGINDISABLED"),
+                    LoginMethod::Login => false,
+                    LoginMethod::AuthenticatePlain => true,
+                };
+                if plain {
+                    if !capability::has(caps, "AUTH=PLAIN") {
+                        return Err(unavailable("the backend offers no AUTH=PLAIN"));
+                    }
+                    conn.authenticate_plain(user, password, sasl_ir)?
+                } else {
+                    if capability::has(caps, "LOGINDISABLED") {
+                        return Err(unavailable(
+                            "login_method = login but the backend says LOGINDISABLED",
+                        ));
+                    }
+                    conn.login(user, password, caps)?
+                }
             }
-            conn.authenticate_plain(
-                user,
-                password,
-                how.sasl_ir && capability::has(caps, "SASL-IR"),
-            )?
-        } else {
-            if capability::has(caps, "LOGINDISABLED") {
-                return Err(unavailable("login_method = login but the backend says LOGINDISABLED"));
+            Credential::Bearer(token) => {
+                let cap = token.mechanism.capability();
+                if !capability::has(caps, &cap) {
+                    return Err(LoginError::Unsupported(format!("the backend offers no {cap}")));
+                }
+                conn.authenticate_bearer(token, user, sasl_ir, challenges)?
             }
-            conn.login(user, password, caps)?
         };
         let status =
             response::status(&answer).ok_or_else(|| unavailable("malformed login answer"))?;
@@ -276,11 +306,12 @@ pub fn login(
     tls: Option<&BackendTls>,
     client: &ClientInfo<'_>,
     user: &str,
-    password: &Secret,
+    credential: &Credential,
+    challenges: &mut Challenges<'_>,
 ) -> Result<Session, LoginError> {
     let mut greeted = greet(backend, tls, client.addr)?;
     greeted.send_id(client, backend.login.forward_id, backend.login.trusted)?;
-    greeted.login(&backend.login, user, password)
+    greeted.login(&backend.login, user, credential, challenges)
 }
 
 fn connect(backend: &config::Backend) -> Result<TcpStream, LoginError> {
@@ -406,11 +437,19 @@ impl Conn {
 
     /// Reads until a continuation request (`Ok(None)`) or the tagged answer (`Ok(Some)`).
     fn read_continuation(&mut self, tag: &str) -> Result<Option<Vec<u8>>, LoginError> {
+        self.read_step(tag).map(|step| match step {
+            Step::Continue(_) => None,
+            Step::Answer(answer) => Some(answer),
+        })
+    }
+
+    /// Reads until a continuation request or the tagged answer, and returns it.
+    fn read_step(&mut self, tag: &str) -> Result<Step, LoginError> {
         loop {
             let msg = self.read_message()?;
             match response::kind(&msg) {
-                Kind::Continuation => return Ok(None),
-                Kind::Tagged(t) if t == tag.as_bytes() => return Ok(Some(msg)),
+                Kind::Continuation => return Ok(Step::Continue(msg)),
+                Kind::Tagged(t) if t == tag.as_bytes() => return Ok(Step::Answer(msg)),
                 _ => {}
             }
         }
@@ -469,23 +508,81 @@ impl Conn {
         sasl_ir: bool,
     ) -> Result<Vec<u8>, LoginError> {
         let response = sasl::encode_plain(user.as_bytes(), password);
-        let mut line = Secret::new(format!("{TAG_LOGIN} AUTHENTICATE PLAIN").into_bytes());
+        match self.authenticate("PLAIN", &response, sasl_ir)? {
+            Some(answer) => Ok(answer),
+            None => self.read_tagged(TAG_LOGIN),
+        }
+    }
+
+    /// Sends `AUTHENTICATE MECHANISM` and the first response: as an initial response
+    /// (SASL-IR), or after the backend's `+`. `Some` is the backend's tagged answer when
+    /// it answered instead of asking.
+    fn authenticate(
+        &mut self,
+        mechanism: &str,
+        response: &Secret,
+        sasl_ir: bool,
+    ) -> Result<Option<Vec<u8>>, LoginError> {
+        let mut line = Secret::new(format!("{TAG_LOGIN} AUTHENTICATE {mechanism}").into_bytes());
         if sasl_ir {
             line.bytes_mut().push(b' ');
         } else {
             line.bytes_mut().extend_from_slice(b"\r\n");
             self.send(line.expose())?;
             if let Some(answer) = self.read_continuation(TAG_LOGIN)? {
-                return Ok(answer);
+                return Ok(Some(answer));
             }
             line.bytes_mut().clear();
         }
         line.bytes_mut().extend_from_slice(response.expose());
         line.bytes_mut().extend_from_slice(b"\r\n");
         self.send(line.expose())?;
-        self.read_tagged(TAG_LOGIN)
+        Ok(None)
+    }
+
+    /// `AUTHENTICATE XOAUTH2` or `OAUTHBEARER` with imapgate's encoding of the client's
+    /// message for `user`. A challenge (the backend's error report, RFC 7628 §3.2.2)
+    /// goes to the client as the backend sent it, and the client's response back, until
+    /// the backend answers the command.
+    fn authenticate_bearer(
+        &mut self,
+        token: &Bearer,
+        user: &str,
+        sasl_ir: bool,
+        challenges: &mut Challenges<'_>,
+    ) -> Result<Vec<u8>, LoginError> {
+        let data = token
+            .encode(user)
+            .ok_or_else(|| LoginError::Unsupported("the routed user name cannot be sent".into()))?;
+        if let Some(answer) = self.authenticate(token.mechanism.name(), &data, sasl_ir)? {
+            return Ok(answer);
+        }
+        for _ in 0..MAX_CHALLENGES {
+            let challenge = match self.read_step(TAG_LOGIN)? {
+                Step::Answer(answer) => return Ok(answer),
+                Step::Continue(challenge) => challenge,
+            };
+            // Only a plain line goes to the client: the backend's words, not its framing.
+            let body = challenge.strip_suffix(b"\r\n").unwrap_or(&[]);
+            if body.is_empty() || !body.iter().all(|&b| (0x20..0x7f).contains(&b)) {
+                return Err(unavailable(format!("malformed challenge {}", printable(&challenge))));
+            }
+            let response = challenges(&challenge).ok_or(LoginError::Cancelled)?;
+            let mut line = Secret::new(response.expose().to_vec());
+            line.bytes_mut().extend_from_slice(b"\r\n");
+            self.send(line.expose())?;
+        }
+        Err(unavailable("too many challenges"))
     }
 }
+/// What came back in an AUTHENTICATE exchange.
+enum Step {
+    /// A continuation request, whole.
+    Continue(Vec<u8>),
+    /// The tagged answer.
+    Answer(Vec<u8>),
+}
+
 fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }

@@ -94,6 +94,15 @@ impl Backends {
             .collect()
     }
 
+    /// True when every backend in `reachable` is known to offer `cap` before login (an
+    /// SASL mechanism imapgate passes through); false while any of them is not known yet.
+    pub fn all_offer(&self, reachable: &[usize], cap: &str) -> bool {
+        !reachable.is_empty()
+            && reachable.iter().all(|&i| {
+                self.with(i, |k| k.pre_login.as_deref().is_some_and(|c| capability::has(c, cap)))
+            })
+    }
+
     /// What a client logged in to backend `this` (whose capabilities are `this_caps`) is
     /// shown: the intersection over every backend of the listener whose post-login
     /// capabilities are known, so a client sees the same set wherever it lands.

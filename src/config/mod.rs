@@ -120,7 +120,13 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
     /// `allow`, `deny`, `proxy_protocol`, `proxy_trusted` (`config/daemon.rs`).
     pub access: Access,
+    /// `oauth_mechanisms`: the bearer-token SASL mechanisms passed through to backends
+    /// (`XOAUTH2`, `OAUTHBEARER`, upper case), offered when every backend offers them.
+    pub oauth_mechanisms: Vec<String>,
 }
+
+/// The bearer-token mechanisms a listener may pass through.
+pub const OAUTH_MECHANISMS: [&str; 2] = ["XOAUTH2", "OAUTHBEARER"];
 
 impl Config {
     /// Reads and parses `path`. An unreadable file is one error at line 0.
@@ -375,7 +381,12 @@ fn parse_listener(
 ) -> Option<Listener> {
     let before = diag.count();
     let label = format!("[listener {name}]");
-    let keys = [&["listen", "map", "rules"], tls::LISTENER_KEYS, daemon::LISTENER_KEYS].concat();
+    let keys = [
+        &["listen", "map", "rules", "oauth_mechanisms"],
+        tls::LISTENER_KEYS,
+        daemon::LISTENER_KEYS,
+    ]
+    .concat();
     let repeatable = [&["listen", "sni_cert"], daemon::LISTENER_REPEATABLE].concat();
     check_keys(sec, &label, &keys, &repeatable, diag);
     let mut listen = Vec::new();
@@ -420,8 +431,31 @@ fn parse_listener(
             }
         }
     }
-    let listener =
-        Listener { name: name.to_string(), listen, map: map?, tls, access, rules: rule_list };
+    let mut oauth_mechanisms = Vec::new();
+    if let Some(e) = first(sec, "oauth_mechanisms") {
+        for word in e.value.split(|c: char| c == ',' || c.is_whitespace()).filter(|w| !w.is_empty())
+        {
+            let upper = word.to_ascii_uppercase();
+            if !OAUTH_MECHANISMS.contains(&upper.as_str()) {
+                let known = OAUTH_MECHANISMS.join(", ");
+                diag.err(
+                    e.line,
+                    format!("oauth_mechanisms: unknown mechanism {word:?} (known: {known})"),
+                );
+            } else if !oauth_mechanisms.contains(&upper) {
+                oauth_mechanisms.push(upper);
+            }
+        }
+    }
+    let listener = Listener {
+        name: name.to_string(),
+        listen,
+        map: map?,
+        tls,
+        access,
+        rules: rule_list,
+        oauth_mechanisms,
+    };
     (diag.count() == before).then_some(listener)
 }
 

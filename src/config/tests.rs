@@ -103,6 +103,7 @@ fn minimal_config_gets_defaults() {
             tls: None,
             access: Access::default(),
             rules: vec![],
+            oauth_mechanisms: vec![],
         }]
     );
     assert_eq!(c.backend_index("dovecot"), Some(0));
@@ -618,6 +619,18 @@ fn listener_tls_keys_without_tls_are_errors() {
     let e = errs(&listener_with("cert = a\nkey = b\nsni_cert = a a a\nsni_cert = b b b\n"));
     let lines: Vec<&str> = e.iter().map(|e| e.split(':').next().unwrap()).collect();
     assert_eq!(lines, ["12", "13", "14", "15"], "{e:#?}");
+}
+
+#[test]
+fn listener_oauth_mechanisms_are_known_names_in_any_case() {
+    let c = parse_ok(&listener_with("oauth_mechanisms = xoauth2, OAuthBearer xoauth2\n"));
+    assert_eq!(c.listeners[1].oauth_mechanisms, ["XOAUTH2", "OAUTHBEARER"]);
+    assert!(c.listeners[0].oauth_mechanisms.is_empty(), "none unless listed");
+    one_err(
+        &listener_with("oauth_mechanisms = XOAUTH2 PLAIN\n"),
+        12,
+        "oauth_mechanisms: unknown mechanism \"PLAIN\" (known: XOAUTH2, OAUTHBEARER)",
+    );
 }
 
 #[test]

@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod cli;
+pub mod discovery;
 pub mod fork;
 mod host;
 pub mod inetd;
@@ -21,7 +22,6 @@ mod sys;
 
 use std::sync::Arc;
 
-use crate::backend::discovery;
 use crate::config::{self, Config};
 use crate::net::tls;
 use crate::rules;

@@ -3,14 +3,25 @@
 //! set every client of a listener is shown. Case-insensitive throughout (RFC 9051
 //! §7.2.2).
 
-/// What imapgate itself offers before login: STARTTLS while it may be used, and
-/// AUTH=PLAIN while logins are allowed, else LOGINDISABLED.
-pub fn pre_login(starttls: bool, login_allowed: bool) -> Vec<&'static str> {
-    let mut caps = vec!["IMAP4rev1", "SASL-IR", "LITERAL+", "ID"];
+use super::sasl::Mechanism;
+
+/// What imapgate itself offers before login: STARTTLS while it may be used, and while
+/// logins are allowed AUTH=PLAIN, AUTH=LOGIN and the bearer-token mechanisms in
+/// `bearer` (those the listener passes through and every backend offers), else
+/// LOGINDISABLED.
+pub fn pre_login(starttls: bool, login_allowed: bool, bearer: &[Mechanism]) -> Vec<String> {
+    let mut caps: Vec<String> =
+        ["IMAP4rev1", "SASL-IR", "LITERAL+", "ID"].map(String::from).to_vec();
     if starttls {
-        caps.push("STARTTLS");
+        caps.push("STARTTLS".into());
     }
-    caps.push(if login_allowed { "AUTH=PLAIN" } else { "LOGINDISABLED" });
+    if login_allowed {
+        caps.push(Mechanism::Plain.capability());
+        caps.push(Mechanism::Login.capability());
+        caps.extend(bearer.iter().filter(|m| m.is_bearer()).map(|m| m.capability()));
+    } else {
+        caps.push("LOGINDISABLED".into());
+    }
     caps
 }
 

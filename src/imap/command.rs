@@ -13,6 +13,8 @@
 
 use std::fmt;
 
+use zeroize::Zeroize;
+
 /// One argument of a command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Arg {
@@ -91,6 +93,23 @@ pub struct Command {
     pub args: Vec<Arg>,
     /// For a prefix (`parse_prefix`): how many lists are still open at its end.
     pub open_lists: usize,
+}
+
+impl Command {
+    /// Zeroes every argument's bytes: a LOGIN or AUTHENTICATE carries credentials, which
+    /// must not stay in freed memory.
+    pub fn wipe(&mut self) {
+        fn wipe_args(args: &mut [Arg]) {
+            for arg in args {
+                match arg {
+                    Arg::Atom(b) | Arg::String(b) | Arg::Literal { data: b, .. } => b.zeroize(),
+                    Arg::List(items) => wipe_args(items),
+                    Arg::Streamed { .. } => {}
+                }
+            }
+        }
+        wipe_args(&mut self.args);
+    }
 }
 
 /// Why a command could not be tokenized; `tag` is set when the tag was readable, so the

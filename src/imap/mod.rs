@@ -2,6 +2,7 @@
 //! classifies responses and edits capability lists; `relay`, `preauth` and `backend`
 //! drive it with bytes.
 
+pub mod bearer;
 pub mod capability;
 pub mod command;
 pub mod framer;

@@ -9,10 +9,11 @@
 
 use zeroize::Zeroize;
 
+use super::bearer::{self, Bearer};
 use super::capability;
 use super::command::{self, Arg, Command};
 use super::framer::{Event, Framer, Literal, Side};
-use super::sasl::{self, Secret};
+use super::sasl::{self, Mechanism, Secret};
 
 /// Bounds on what a client may send before login.
 #[derive(Clone, Copy, Debug)]
@@ -38,14 +39,37 @@ const ID_MAX_VALUE: usize = 1024;
 pub struct Login {
     /// The client's tag, for the answer.
     pub tag: String,
-    /// The login name.
+    /// The login name (for a bearer token, the one its message names).
     pub user: String,
-    /// The password, never logged.
-    pub password: Secret,
+    /// What proves it; never logged.
+    pub credential: Credential,
+    /// The SASL mechanism the client used; `None` for the LOGIN command.
+    pub mechanism: Option<Mechanism>,
 }
 
-/// What the listener offers in the way of TLS, and what is on now.
-#[derive(Clone, Copy, Debug, Default)]
+/// What a client proved its identity with.
+#[derive(Debug)]
+pub enum Credential {
+    /// A password (LOGIN, AUTHENTICATE PLAIN or LOGIN): imapgate logs in to the backend
+    /// the way the backend's `login_method` says.
+    Password(Secret),
+    /// A bearer token, which only the backend can check: replayed in its own mechanism.
+    Bearer(Bearer),
+}
+
+/// Where an AUTHENTICATE exchange stands, waiting for the client's next response.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    Plain,
+    /// LOGIN: `Username:` was asked.
+    LoginUser,
+    /// LOGIN: `Password:` was asked for this user.
+    LoginPassword(Vec<u8>),
+    Bearer(Mechanism),
+}
+
+/// What the listener offers in the way of TLS and mechanisms, and what is on now.
+#[derive(Clone, Debug, Default)]
 pub struct Security {
     /// STARTTLS may be used (the listener has `tls = starttls`).
     pub starttls_offered: bool,
@@ -53,6 +77,9 @@ pub struct Security {
     pub tls_active: bool,
     /// LOGIN and AUTHENTICATE are refused before TLS.
     pub login_requires_tls: bool,
+    /// The bearer-token mechanisms offered: those the listener passes through
+    /// (`oauth_mechanisms`) and every backend it routes to offers.
+    pub bearer: Vec<Mechanism>,
 }
 
 /// Something for the driver to do, in order.
@@ -90,8 +117,8 @@ pub struct PreAuth {
     message: Vec<u8>,
     /// The current command is being skipped after it was answered with an error.
     discarding: bool,
-    /// Tag of an AUTHENTICATE waiting for the client's response line.
-    authenticating: Option<String>,
+    /// Tag and step of an AUTHENTICATE waiting for the client's response line.
+    authenticating: Option<(String, Step)>,
     failures: u32,
     bad_commands: u32,
     client_id: Option<Vec<(String, Option<String>)>>,
@@ -125,13 +152,10 @@ impl PreAuth {
     /// The capabilities as they stand now (RFC 9051 §6.2.1, §6.2.3: STARTTLS only before
     /// TLS; LOGINDISABLED and no AUTH= while logins must wait for TLS).
     pub fn capabilities(&self) -> String {
-        let sec = self.security;
+        let sec = &self.security;
         let login_allowed = sec.tls_active || !sec.login_requires_tls;
-        let mut caps: Vec<String> =
-            capability::pre_login(sec.starttls_offered && !sec.tls_active, login_allowed)
-                .into_iter()
-                .map(str::to_string)
-                .collect();
+        let starttls = sec.starttls_offered && !sec.tls_active;
+        let mut caps = capability::pre_login(starttls, login_allowed, &sec.bearer);
         for cap in &self.backend_caps {
             if !capability::has(&caps, cap) {
                 caps.push(cap.clone());
@@ -167,8 +191,8 @@ impl PreAuth {
             let step = self.framer.advance(&data[pos..]);
             let chunk = &data[pos..pos + step.consumed];
             pos += step.consumed;
-            if !self.discarding {
-                self.collect(chunk, out);
+            if !self.discarding && self.collect(chunk, out) {
+                break;
             }
             let done = match step.event {
                 Some(Event::LineEnd(Some(literal))) => self.on_literal(literal, out),
@@ -182,19 +206,39 @@ impl PreAuth {
         pos
     }
 
-    fn collect(&mut self, chunk: &[u8], out: &mut Vec<Action>) {
+    /// Adds to the message being read; over the limit, answers and skips the rest of it.
+    /// Returns true when the connection must close.
+    fn collect(&mut self, chunk: &[u8], out: &mut Vec<Action>) -> bool {
         if self.message.len() + chunk.len() <= self.limits.max_command {
             self.message.extend_from_slice(chunk);
-            return;
+            return false;
         }
-        let text = format!("Command too long (limit {} bytes)", self.limits.max_command);
-        self.reply_current(out, "BAD", &text);
+        self.message.zeroize();
         self.message = Vec::new();
         self.discarding = true;
+        let limit = self.limits.max_command;
+        if let Some((tag, _)) = self.authenticating.take() {
+            out.push(send(format!("{tag} BAD Response too long (limit {limit} bytes).\r\n")));
+            return self.login_failed(out);
+        }
+        self.reply_current(out, "BAD", &format!("Command too long (limit {limit} bytes)"));
+        false
     }
 
     /// Decides on a literal just announced; returns true when the connection must close.
     fn on_literal(&mut self, literal: Literal, out: &mut Vec<Action>) -> bool {
+        // A SASL response is a bare base64 line: a literal announcement makes it invalid.
+        if let Some((tag, _)) = self.authenticating.take().filter(|_| !self.discarding) {
+            out.push(send(format!("{tag} BAD Invalid base64 data.\r\n")));
+            if literal.sync {
+                // RFC 9051 §7.5: answering instead of `+` means the literal never comes.
+                self.framer.refuse();
+                self.end_message();
+            } else {
+                self.discarding = true;
+            }
+            return self.login_failed(out);
+        }
         let too_big = literal.size > self.limits.max_literal as u64
             || self.message.len() as u64 + literal.size > self.limits.max_command as u64;
         if self.discarding || too_big {
@@ -243,11 +287,15 @@ impl PreAuth {
             self.end_message();
             return false;
         }
-        let message = std::mem::take(&mut self.message);
-        if let Some(tag) = self.authenticating.take() {
-            return self.on_sasl_response(tag, &message, out);
+        // It may hold a password or a token: zeroed when dropped.
+        let message = Secret::new(std::mem::take(&mut self.message));
+        let message = message.expose();
+        if let Some((tag, step)) = self.authenticating.take() {
+            let line = message.strip_suffix(b"\n").unwrap_or(message);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            return self.on_sasl_response(tag, step, line, out);
         }
-        match command::parse_pre_login(&message) {
+        match command::parse_pre_login(message) {
             Ok(cmd) => {
                 self.bad_commands = 0;
                 self.on_command(cmd, out)
@@ -292,6 +340,8 @@ impl PreAuth {
             {
                 let text = "[PRIVACYREQUIRED] Log in only after STARTTLS.";
                 out.push(send(format!("{tag} NO {text}\r\n")));
+                let mut cmd = cmd;
+                cmd.wipe();
             }
             "LOGIN" => return self.on_login(cmd, out),
             "AUTHENTICATE" => return self.on_authenticate(cmd, out),
@@ -327,63 +377,110 @@ impl PreAuth {
         }
     }
 
-    fn on_login(&mut self, cmd: Command, out: &mut Vec<Action>) -> bool {
+    fn on_login(&mut self, mut cmd: Command, out: &mut Vec<Action>) -> bool {
         let (Some(user), Some(pass), 2) = (
             cmd.args.first().and_then(Arg::astring),
             cmd.args.get(1).and_then(Arg::astring),
             cmd.args.len(),
         ) else {
             out.push(send(format!("{} BAD Usage: LOGIN user password\r\n", cmd.tag)));
+            cmd.wipe();
             return false;
         };
-        let password = Secret::new(pass.to_vec());
-        self.try_login(cmd.tag, user, password, out)
+        let (user, password) = (user.to_vec(), Secret::new(pass.to_vec()));
+        cmd.wipe();
+        self.try_login(cmd.tag, &user, Credential::Password(password), None, out)
     }
 
-    fn on_authenticate(&mut self, cmd: Command, out: &mut Vec<Action>) -> bool {
-        let tag = cmd.tag;
-        let mechanism = cmd.args.first().and_then(Arg::astring).unwrap_or_default();
-        if !mechanism.eq_ignore_ascii_case(b"PLAIN") || cmd.args.len() > 2 {
+    fn on_authenticate(&mut self, mut cmd: Command, out: &mut Vec<Action>) -> bool {
+        let tag = std::mem::take(&mut cmd.tag);
+        let mechanism = cmd.args.first().and_then(Arg::astring).and_then(Mechanism::named);
+        let offered = |m: &Mechanism| !m.is_bearer() || self.security.bearer.contains(m);
+        let Some(mechanism) = mechanism.filter(offered) else {
             let text = "[CANNOT] Unsupported authentication mechanism.";
             out.push(send(format!("{tag} NO {text}\r\n")));
             return false;
-        }
-        match cmd.args.get(1) {
+        };
+        let step = match mechanism {
+            Mechanism::Plain => Step::Plain,
+            Mechanism::Login => Step::LoginUser,
+            bearer => Step::Bearer(bearer),
+        };
+        match cmd.args.get_mut(1..) {
             // RFC 4959: "=" is an empty initial response.
-            Some(Arg::Atom(ir)) => {
-                let ir = if ir == b"=" { &[][..] } else { ir };
-                self.on_sasl_response(tag, ir, out)
+            Some([Arg::Atom(ir)]) => {
+                let ir = if ir == b"=" { Vec::new() } else { std::mem::take(ir) };
+                let ir = Secret::new(ir);
+                cmd.wipe();
+                self.on_sasl_response(tag, step, ir.expose(), out)
             }
-            Some(_) => {
+            Some([]) => {
+                let prompt = if step == Step::LoginUser { sasl::LOGIN_USER_PROMPT } else { "" };
+                out.push(send(format!("+ {prompt}\r\n")));
+                self.authenticating = Some((tag, step));
+                false
+            }
+            _ => {
+                cmd.wipe();
                 out.push(send(format!("{tag} BAD Invalid initial response.\r\n")));
-                false
-            }
-            None => {
-                out.push(send("+ \r\n".to_string()));
-                self.authenticating = Some(tag);
-                false
+                self.login_failed(out)
             }
         }
     }
 
-    fn on_sasl_response(&mut self, tag: String, line: &[u8], out: &mut Vec<Action>) -> bool {
-        let line = line.strip_suffix(b"\n").unwrap_or(line);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+    /// One client response of an AUTHENTICATE exchange (a line without its CRLF, or the
+    /// initial response).
+    fn on_sasl_response(
+        &mut self,
+        tag: String,
+        step: Step,
+        line: &[u8],
+        out: &mut Vec<Action>,
+    ) -> bool {
         if line == b"*" {
             out.push(send(format!("{tag} BAD Authentication cancelled.\r\n")));
             return false;
         }
-        match sasl::decode_plain(line) {
-            Err(reason) => {
-                out.push(send(format!("{tag} BAD {reason}.\r\n")));
+        let Some(data) = sasl::base64_decode(line).map(Secret::new) else {
+            out.push(send(format!("{tag} BAD Invalid base64 data.\r\n")));
+            return self.login_failed(out);
+        };
+        let data = data.expose();
+        match step {
+            Step::Plain => match sasl::decode_plain(data) {
+                Err(reason) => {
+                    out.push(send(format!("{tag} BAD {reason}.\r\n")));
+                    self.login_failed(out)
+                }
+                Ok(plain) if !plain.authzid.is_empty() && plain.authzid != plain.user => {
+                    let text = "[AUTHORIZATIONFAILED] Authorization identities are not supported.";
+                    out.push(send(format!("{tag} NO {text}\r\n")));
+                    self.login_failed(out)
+                }
+                Ok(plain) => {
+                    let credential = Credential::Password(plain.password);
+                    self.try_login(tag, &plain.user, credential, Some(Mechanism::Plain), out)
+                }
+            },
+            Step::LoginUser => {
+                out.push(send(format!("+ {}\r\n", sasl::LOGIN_PASSWORD_PROMPT)));
+                self.authenticating = Some((tag, Step::LoginPassword(data.to_vec())));
                 false
             }
-            Ok(plain) if !plain.authzid.is_empty() && plain.authzid != plain.user => {
-                let text = "[AUTHORIZATIONFAILED] Authorization identities are not supported.";
-                out.push(send(format!("{tag} NO {text}\r\n")));
-                self.login_failed(out)
+            Step::LoginPassword(user) => {
+                let credential = Credential::Password(Secret::new(data.to_vec()));
+                self.try_login(tag, &user, credential, Some(Mechanism::Login), out)
             }
-            Ok(plain) => self.try_login(tag, &plain.user, plain.password, out),
+            Step::Bearer(mechanism) => match bearer::decode(mechanism, data) {
+                Err(reason) => {
+                    out.push(send(format!("{tag} BAD {reason}.\r\n")));
+                    self.login_failed(out)
+                }
+                Ok(token) => {
+                    let user = token.user.clone().into_bytes();
+                    self.try_login(tag, &user, Credential::Bearer(token), Some(mechanism), out)
+                }
+            },
         }
     }
 
@@ -391,7 +488,8 @@ impl PreAuth {
         &mut self,
         tag: String,
         user: &[u8],
-        password: Secret,
+        credential: Credential,
+        mechanism: Option<Mechanism>,
         out: &mut Vec<Action>,
     ) -> bool {
         // RFC 9051 quoted strings cannot carry CR, LF or NUL, and a literal carrying them
@@ -405,13 +503,64 @@ impl PreAuth {
                 return self.login_failed(out);
             }
         };
-        if password.expose().iter().any(unsafe_byte) {
-            let text = "[AUTHENTICATIONFAILED] Passwords must not contain CR, LF or NUL.";
-            out.push(send(format!("{tag} NO {text}\r\n")));
-            return self.login_failed(out);
+        if let Credential::Password(password) = &credential {
+            if password.expose().iter().any(unsafe_byte) {
+                let text = "[AUTHENTICATIONFAILED] Passwords must not contain CR, LF or NUL.";
+                out.push(send(format!("{tag} NO {text}\r\n")));
+                return self.login_failed(out);
+            }
         }
-        out.push(Action::Login(Login { tag, user: user.to_string(), password }));
+        out.push(Action::Login(Login { tag, user: user.to_string(), credential, mechanism }));
         true
+    }
+
+    /// Reads the client's answer to a challenge the backend sent during a bearer-token
+    /// login (RFC 7628 §3.2.2: an error report, answered with a dummy response before the
+    /// backend answers the command), which the driver passed on. Returns the bytes
+    /// consumed and, once a line is complete, the response to send to the backend (a
+    /// base64 line, or `*` to cancel) or why it cannot be sent.
+    pub fn challenge_response(
+        &mut self,
+        data: &[u8],
+    ) -> (usize, Option<Result<Secret, &'static str>>) {
+        let mut pos = 0;
+        while pos < data.len() {
+            let step = self.framer.advance(&data[pos..]);
+            let chunk = &data[pos..pos + step.consumed];
+            pos += step.consumed;
+            let line_ended = step.event == Some(Event::LineEnd(None));
+            if self.message.len() + chunk.len() > self.limits.max_command {
+                self.end_message();
+                // The rest of the line is skipped as an answered command's would be.
+                self.discarding = !line_ended;
+                return (pos, Some(Err("Response too long")));
+            }
+            self.message.extend_from_slice(chunk);
+            match step.event {
+                Some(Event::LineEnd(Some(literal))) => {
+                    self.end_message();
+                    if literal.sync {
+                        self.framer.refuse();
+                    } else {
+                        self.discarding = true;
+                    }
+                    return (pos, Some(Err("Invalid response")));
+                }
+                Some(Event::LineEnd(None)) => {
+                    let message = Secret::new(std::mem::take(&mut self.message));
+                    let line = message.expose();
+                    let line = line.strip_suffix(b"\n").unwrap_or(line);
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    let base64 = |b: &u8| b.is_ascii_alphanumeric() || b"+/=".contains(b);
+                    if line != b"*" && !line.iter().all(base64) {
+                        return (pos, Some(Err("Invalid base64 data")));
+                    }
+                    return (pos, Some(Ok(Secret::new(line.to_vec()))));
+                }
+                _ => {}
+            }
+        }
+        (pos, None)
     }
 
     /// Counts a failed login; after too many, appends the BYE and returns true.
@@ -458,10 +607,18 @@ mod tests_support {
     use super::*;
 
     pub const LIMITS: Limits = Limits { max_command: 200, max_literal: 50, max_failures: 2 };
-    pub const PLAIN: Security =
-        Security { starttls_offered: false, tls_active: false, login_requires_tls: false };
-    pub const STARTTLS: Security =
-        Security { starttls_offered: true, tls_active: false, login_requires_tls: true };
+    pub const PLAIN: Security = Security {
+        starttls_offered: false,
+        tls_active: false,
+        login_requires_tls: false,
+        bearer: Vec::new(),
+    };
+    pub const STARTTLS: Security = Security {
+        starttls_offered: true,
+        tls_active: false,
+        login_requires_tls: true,
+        bearer: Vec::new(),
+    };
 
     /// Feeds `input` whole and renders the actions as text.
     pub fn run(p: &mut PreAuth, input: &[u8]) -> (usize, String) {
@@ -471,7 +628,14 @@ mod tests_support {
             .iter()
             .map(|a| match a {
                 Action::Send(b) => String::from_utf8_lossy(b).into_owned(),
-                Action::Login(l) => format!("LOGIN {} {} {:?}\n", l.tag, l.user, l.password),
+                Action::Login(l) => {
+                    let mech = l.mechanism.map_or(String::new(), |m| format!(" {}", m.name()));
+                    let proof = match &l.credential {
+                        Credential::Password(p) => format!("{p:?}"),
+                        Credential::Bearer(b) => format!("{b:?}"),
+                    };
+                    format!("LOGIN {} {} {proof}{mech}\n", l.tag, l.user)
+                }
                 Action::Close(why) => format!("CLOSE {why:?}\n"),
                 Action::StartTls(tag) => format!("STARTTLS {tag}\n"),
             })
@@ -489,7 +653,9 @@ mod tests {
         let mut out = Vec::new();
         PreAuth::new(LIMITS, PLAIN).feed(input, &mut out);
         match out.pop() {
-            Some(Action::Login(l)) => l.password.expose().to_vec(),
+            Some(Action::Login(Login { credential: Credential::Password(p), .. })) => {
+                p.expose().to_vec()
+            }
             other => panic!("no login: {other:?}"),
         }
     }
@@ -498,7 +664,9 @@ mod tests {
     fn simple_commands_are_answered_locally() {
         let mut p = PreAuth::new(LIMITS, PLAIN);
         let (_, t) = run(&mut p, b"a CAPABILITY\r\nb noop\r\nc ID (\"name\" \"Kontact\")\r\n");
-        assert!(t.starts_with("* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN\r\na OK"));
+        assert!(t.starts_with(
+            "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN AUTH=LOGIN\r\na OK"
+        ));
         assert!(t.contains("b OK NOOP completed.\r\n"));
         assert!(t.contains("* ID (\"name\" \"imapgate\""));
         assert_eq!(p.client_id().unwrap()[0], ("name".into(), Some("Kontact".into())));
@@ -559,16 +727,108 @@ mod tests {
     fn authenticate_plain_with_and_without_initial_response() {
         let mut p = PreAuth::new(LIMITS, PLAIN);
         let (_, t) = run(&mut p, b"a AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==\r\n");
-        assert_eq!(t, "LOGIN a alice <redacted>\n");
+        assert_eq!(t, "LOGIN a alice <redacted> PLAIN\n");
         let mut p = PreAuth::new(LIMITS, PLAIN);
         let (_, t) = run(&mut p, b"b authenticate plain\r\n");
         assert_eq!(t, "+ \r\n");
         let (_, t) = run(&mut p, b"AGFsaWNlAHNlY3JldA==\r\n");
-        assert_eq!(t, "LOGIN b alice <redacted>\n");
+        assert_eq!(t, "LOGIN b alice <redacted> PLAIN\n");
         let mut p = PreAuth::new(LIMITS, PLAIN);
         run(&mut p, b"c AUTHENTICATE PLAIN\r\n");
         let (_, t) = run(&mut p, b"*\r\nd NOOP\r\n");
         assert_eq!(t, "c BAD Authentication cancelled.\r\nd OK NOOP completed.\r\n");
+    }
+
+    #[test]
+    fn authenticate_login_asks_for_user_and_password() {
+        let mut p = PreAuth::new(LIMITS, PLAIN);
+        let (_, t) = run(&mut p, b"a AUTHENTICATE LOGIN\r\n");
+        assert_eq!(t, "+ VXNlcm5hbWU6\r\n");
+        let (_, t) = run(&mut p, b"YWxpY2U=\r\n");
+        assert_eq!(t, "+ UGFzc3dvcmQ6\r\n");
+        let (_, t) = run(&mut p, b"c2VjcmV0\r\n");
+        assert_eq!(t, "LOGIN a alice <redacted> LOGIN\n");
+        // With an initial response the user name is already there.
+        let mut p = PreAuth::new(LIMITS, PLAIN);
+        let (_, t) = run(&mut p, b"b AUTHENTICATE LOGIN YWxpY2U=\r\nc2VjcmV0\r\nc NOOP\r\n");
+        assert_eq!(t, "+ UGFzc3dvcmQ6\r\nLOGIN b alice <redacted> LOGIN\n");
+        // `*` cancels at either prompt.
+        let mut p = PreAuth::new(LIMITS, PLAIN);
+        let (_, t) = run(&mut p, b"c AUTHENTICATE LOGIN YWxpY2U=\r\n*\r\nd NOOP\r\n");
+        assert_eq!(
+            t,
+            "+ UGFzc3dvcmQ6\r\nc BAD Authentication cancelled.\r\nd OK NOOP completed.\r\n"
+        );
+    }
+
+    #[test]
+    fn bad_sasl_responses_are_answered_and_count_as_failures() {
+        let mut p = PreAuth::new(LIMITS, PLAIN);
+        let (_, t) = run(&mut p, b"a AUTHENTICATE LOGIN\r\nnot base64!\r\nb NOOP\r\n");
+        assert_eq!(t, "+ VXNlcm5hbWU6\r\na BAD Invalid base64 data.\r\nb OK NOOP completed.\r\n");
+        // Overlong: answered under the AUTHENTICATE tag, the rest of the line skipped.
+        let mut long = b"c AUTHENTICATE PLAIN\r\n".to_vec();
+        long.extend(std::iter::repeat_n(b'A', 300));
+        long.extend_from_slice(b"\r\nd NOOP\r\n");
+        let (_, t) = run(&mut p, &long);
+        assert_eq!(
+            t,
+            "+ \r\nc BAD Response too long (limit 200 bytes).\r\n\
+             * BYE Too many failed logins.\r\nCLOSE FailedLogins\n"
+        );
+        // A literal cannot be a SASL response; a synchronizing one is never invited.
+        let mut p = PreAuth::new(LIMITS, PLAIN);
+        let (_, t) = run(&mut p, b"e AUTHENTICATE PLAIN\r\n{4}\r\nf NOOP\r\n");
+        assert_eq!(t, "+ \r\ne BAD Invalid base64 data.\r\nf OK NOOP completed.\r\n");
+        let (_, t) = run(&mut p, b"g AUTHENTICATE PLAIN\r\nAB {4+}\r\nh NOOP\r\ni NOOP\r\n");
+        assert!(t.starts_with("+ \r\ng BAD Invalid base64 data.\r\n* BYE"), "{t}");
+    }
+
+    #[test]
+    fn bearer_tokens_need_the_listener_and_name_their_user() {
+        let token = sasl::base64_encode(b"user=carol@example.org\x01auth=Bearer abc\x01\x01");
+        let line = format!("a AUTHENTICATE XOAUTH2 {token}\r\n");
+        let mut p = PreAuth::new(LIMITS, PLAIN);
+        let (_, t) = run(&mut p, line.as_bytes());
+        assert_eq!(t, "a NO [CANNOT] Unsupported authentication mechanism.\r\n");
+        let offered = Security { bearer: vec![Mechanism::XOAuth2], ..PLAIN };
+        let mut p = PreAuth::new(LIMITS, offered.clone());
+        assert!(p.capabilities().ends_with("AUTH=PLAIN AUTH=LOGIN AUTH=XOAUTH2"));
+        let (_, t) = run(&mut p, line.as_bytes());
+        assert_eq!(t, "LOGIN a carol@example.org Bearer(XOAUTH2, user=\"carol@example.org\", <redacted>) XOAUTH2\n");
+        // Without an initial response, after an empty prompt.
+        let mut p = PreAuth::new(LIMITS, offered.clone());
+        let (_, t) = run(&mut p, b"b AUTHENTICATE xoauth2\r\n");
+        assert_eq!(t, "+ \r\n");
+        let (_, t) = run(&mut p, format!("{token}\r\n").as_bytes());
+        assert!(t.starts_with("LOGIN b carol@example.org"), "{t}");
+        // OAUTHBEARER is offered only when listed.
+        let mut p = PreAuth::new(LIMITS, offered);
+        let (_, t) = run(&mut p, b"c AUTHENTICATE OAUTHBEARER\r\n");
+        assert!(t.starts_with("c NO [CANNOT]"), "{t}");
+    }
+
+    #[test]
+    fn a_challenge_response_is_one_base64_line() {
+        let offered = Security { bearer: vec![Mechanism::OAuthBearer], ..PLAIN };
+        let mut p = PreAuth::new(LIMITS, offered);
+        let ir = sasl::base64_encode(b"n,a=dave,\x01auth=Bearer tok\x01\x01");
+        let (_, t) = run(&mut p, format!("a AUTHENTICATE OAUTHBEARER {ir}\r\n").as_bytes());
+        assert!(t.starts_with("LOGIN a dave"), "{t}");
+        assert_eq!(p.challenge_response(b"AQ").0, 2);
+        let (used, line) = p.challenge_response(b"==\r\nb NOOP\r\n");
+        assert_eq!((used, line.unwrap().unwrap().expose()), (4, &b"AQ=="[..]));
+        assert_eq!(p.challenge_response(b"*\r\n").1.unwrap().unwrap().expose(), b"*");
+        assert!(p.challenge_response(b"x y\r\n").1.unwrap().is_err());
+        // A literal is refused and never invited; an overlong line is skipped to its end.
+        let (_, r) = p.challenge_response(b"AB {5}\r\nb NOOP\r\n");
+        assert_eq!(r.unwrap().err(), Some("Invalid response"));
+        let mut long = vec![b'A'; 300];
+        long.extend_from_slice(b"\r\nb NOOP\r\n");
+        let (used, r) = p.challenge_response(&long);
+        assert_eq!(r.unwrap().err(), Some("Response too long"));
+        let (_, t) = run(&mut p, &long[used..]);
+        assert_eq!(t, "b OK NOOP completed.\r\n");
     }
 
     #[test]
@@ -621,7 +881,9 @@ mod starttls_tests {
         p.tls_started();
         let (_, t) = run(&mut p, b"c CAPABILITY\r\nd STARTTLS\r\n");
         assert!(
-            t.starts_with("* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN\r\nc OK"),
+            t.starts_with(
+                "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN AUTH=LOGIN\r\nc OK"
+            ),
             "{t}"
         );
         assert!(t.ends_with("d BAD TLS is already on.\r\n"));

@@ -1,5 +1,7 @@
-//! SASL PLAIN (RFC 4616) and the base64 it travels in, plus `Secret`, the wrapper that
-//! keeps passwords out of logs. No I/O.
+//! SASL: the mechanisms imapgate speaks with clients, PLAIN (RFC 4616) and LOGIN
+//! (draft-murchison-sasl-login), the base64 they travel in, and `Secret`, the wrapper
+//! that keeps passwords and tokens out of logs. The bearer-token mechanisms, which
+//! imapgate passes through, are in `bearer.rs`. No I/O.
 
 use std::fmt;
 
@@ -39,6 +41,54 @@ impl Drop for Secret {
         self.0.zeroize();
     }
 }
+
+/// The SASL mechanisms a client may use with imapgate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mechanism {
+    /// RFC 4616: one message, `authzid NUL user NUL password`.
+    Plain,
+    /// Two prompts, `Username:` and `Password:`; what Outlook and many phones use.
+    Login,
+    /// Google's XOAUTH2: `user=NAME ^A auth=Bearer TOKEN ^A ^A`, passed through.
+    XOAuth2,
+    /// RFC 7628 OAUTHBEARER, passed through.
+    OAuthBearer,
+}
+
+impl Mechanism {
+    /// Every mechanism, in the order capability lists name them.
+    pub const ALL: [Mechanism; 4] =
+        [Mechanism::Plain, Mechanism::Login, Mechanism::XOAuth2, Mechanism::OAuthBearer];
+
+    /// The registered name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::Plain => "PLAIN",
+            Mechanism::Login => "LOGIN",
+            Mechanism::XOAuth2 => "XOAUTH2",
+            Mechanism::OAuthBearer => "OAUTHBEARER",
+        }
+    }
+
+    /// The mechanism called `name`, in any case.
+    pub fn named(name: &[u8]) -> Option<Mechanism> {
+        Mechanism::ALL.into_iter().find(|m| name.eq_ignore_ascii_case(m.name().as_bytes()))
+    }
+
+    /// True for the mechanisms whose credential is a bearer token the backend checks.
+    pub fn is_bearer(self) -> bool {
+        matches!(self, Mechanism::XOAuth2 | Mechanism::OAuthBearer)
+    }
+
+    /// Its capability, `AUTH=NAME`.
+    pub fn capability(self) -> String {
+        format!("AUTH={}", self.name())
+    }
+}
+
+/// The LOGIN mechanism's prompts, base64 of `Username:` and `Password:`.
+pub const LOGIN_USER_PROMPT: &str = "VXNlcm5hbWU6";
+pub const LOGIN_PASSWORD_PROMPT: &str = "UGFzc3dvcmQ6";
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -92,11 +142,9 @@ pub struct Plain {
     pub password: Secret,
 }
 
-/// Decodes a base64 SASL PLAIN response.
-pub fn decode_plain(b64: &[u8]) -> Result<Plain, &'static str> {
-    let raw = base64_decode(b64).ok_or("Invalid base64 data")?;
-    let raw = Secret::new(raw);
-    let mut parts = raw.expose().split(|&b| b == 0);
+/// Splits a (base64-decoded) SASL PLAIN message.
+pub fn decode_plain(raw: &[u8]) -> Result<Plain, &'static str> {
+    let mut parts = raw.split(|&b| b == 0);
     let (Some(authzid), Some(user), Some(password), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
@@ -143,12 +191,20 @@ mod tests {
 
     #[test]
     fn plain_splits_into_three_parts() {
-        let p = decode_plain(b"AGFsaWNlAHNlY3JldA==").unwrap();
+        let p = decode_plain(b"\0alice\0secret").unwrap();
         assert_eq!((p.authzid.as_slice(), p.user.as_slice()), (&b""[..], &b"alice"[..]));
         assert_eq!(p.password.expose(), b"secret");
         assert_eq!(format!("{:?}", p.password), "<redacted>");
-        assert!(decode_plain(base64_encode(b"a\0b").as_bytes()).is_err());
+        assert!(decode_plain(b"a\0b").is_err());
         let enc = encode_plain(b"alice", &Secret::new(b"secret".to_vec()));
         assert_eq!(enc.expose(), b"AGFsaWNlAHNlY3JldA==");
+    }
+
+    #[test]
+    fn login_prompts_are_the_words_clients_expect() {
+        assert_eq!(base64_decode(LOGIN_USER_PROMPT.as_bytes()).unwrap(), b"Username:");
+        assert_eq!(base64_decode(LOGIN_PASSWORD_PROMPT.as_bytes()).unwrap(), b"Password:");
+        assert_eq!(Mechanism::named(b"xoauth2"), Some(Mechanism::XOAuth2));
+        assert_eq!(Mechanism::named(b"CRAM-MD5"), None);
     }
 }

@@ -14,6 +14,7 @@ use super::relay::Counters;
 use super::{printable, End, Host, Origin, Runtime};
 use crate::config::TlsMode;
 use crate::imap::preauth::{Action, Closed, Limits, PreAuth, Security};
+use crate::imap::sasl::Mechanism;
 use crate::net::tls;
 use crate::net::transport::Transport;
 
@@ -61,6 +62,13 @@ impl<'a> Session<'a> {
         let _ = client.set_write_timeout(Some(global.preauth_timeout));
         let listener_tls = self.runtime.tls.listeners[self.origin.listener].as_ref();
         let mut security = Security::default();
+        let reachable = &self.runtime.reachable[self.origin.listener];
+        let listener = &self.runtime.config.listeners[self.origin.listener];
+        // A bearer token is passed through: offered only where every backend takes it.
+        security.bearer = (listener.oauth_mechanisms.iter())
+            .filter_map(|name| Mechanism::named(name.as_bytes()))
+            .filter(|m| self.runtime.backends.all_offer(reachable, &m.capability()))
+            .collect();
         if let Some(tls) = listener_tls {
             security.starttls_offered = tls.mode == TlsMode::Starttls;
             security.login_requires_tls = tls.login_requires_tls;
@@ -77,7 +85,6 @@ impl<'a> Session<'a> {
             max_failures: global.max_login_failures,
         };
         let mut preauth = PreAuth::new(limits, security);
-        let reachable = &self.runtime.reachable[self.origin.listener];
         preauth.set_backend_capabilities(self.runtime.backends.before_login(reachable));
         if let Err(e) = self.send(&mut client, &preauth.greeting(&global.greeting)) {
             return client_error(e);
@@ -104,12 +111,20 @@ impl<'a> Session<'a> {
                             }
                         }
                     }
-                    Action::Login(login) => match self.login(&mut client, &mut preauth, login) {
-                        Ok(backend) => {
-                            return self.relay(client, backend, std::mem::take(&mut input))
+                    Action::Login(login) => {
+                        let mut link = ClientLink {
+                            client: &mut client,
+                            input: &mut input,
+                            preauth: &mut preauth,
+                            deadline,
+                        };
+                        match self.login(&mut link, login) {
+                            Ok(backend) => {
+                                return self.relay(client, backend, std::mem::take(&mut input))
+                            }
+                            Err(end) => end,
                         }
-                        Err(end) => end,
-                    },
+                    }
                 };
                 if let Some(end) = outcome {
                     return end;
@@ -122,19 +137,24 @@ impl<'a> Session<'a> {
             match self.receive(&mut client, &mut input, deadline) {
                 Ok(0) => return End::ClientClosed,
                 Ok(_) => {}
-                Err(e)
-                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
-                {
-                    let _ = self.send(&mut client, b"* BYE Autologout; idle for too long.\r\n");
-                    return End::PreauthTimeout;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    let _ =
-                        self.send(&mut client, b"* BYE [UNAVAILABLE] Server shutting down.\r\n");
-                    return End::Shutdown;
-                }
-                Err(e) => return client_error(e),
+                Err(e) => return self.receive_failed(&mut client, e),
             }
+        }
+    }
+
+    /// Ends the session after a failed read from the client, saying why when there is a
+    /// reason to give.
+    pub(super) fn receive_failed(&mut self, client: &mut Transport, e: io::Error) -> End {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                let _ = self.send(client, b"* BYE Autologout; idle for too long.\r\n");
+                End::PreauthTimeout
+            }
+            io::ErrorKind::Interrupted => {
+                let _ = self.send(client, b"* BYE [UNAVAILABLE] Server shutting down.\r\n");
+                End::Shutdown
+            }
+            _ => client_error(e),
         }
     }
 
@@ -178,40 +198,61 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Reads what the client sent next into `input`, before `deadline`.
     fn receive(
         &mut self,
         client: &mut Transport,
         input: &mut Vec<u8>,
         deadline: Instant,
     ) -> io::Result<usize> {
-        // On the heap: stack pages touched here would stay resident for the session.
-        let mut chunk = vec![0u8; 4096];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::ErrorKind::TimedOut.into());
+        let n = read_client(client, input, deadline, self.host)?;
+        self.counters.from_client += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads what the client sent next into `input`, before `deadline`; a shutdown reads as
+/// `Interrupted`.
+pub(super) fn read_client(
+    client: &mut Transport,
+    input: &mut Vec<u8>,
+    deadline: Instant,
+    host: &dyn Host,
+) -> io::Result<usize> {
+    // On the heap: stack pages touched here would stay resident for the session.
+    let mut chunk = vec![0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        // Wake at least once a second to notice a shutdown.
+        client.set_read_timeout(Some(left.min(Duration::from_secs(1))))?;
+        match client.read(&mut chunk) {
+            Ok(n) => {
+                input.extend_from_slice(&chunk[..n]);
+                // It may hold a password: not left in freed memory.
+                chunk.zeroize();
+                return Ok(n);
             }
-            // Wake at least once a second to notice a shutdown.
-            client.set_read_timeout(Some(left.min(Duration::from_secs(1))))?;
-            match client.read(&mut chunk) {
-                Ok(n) => {
-                    input.extend_from_slice(&chunk[..n]);
-                    // It may hold a password: not left in freed memory.
-                    chunk.zeroize();
-                    self.counters.from_client += n as u64;
-                    return Ok(n);
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                if host.stopping() {
+                    return Err(io::Error::new(io::ErrorKind::Interrupted, "shutdown"));
                 }
-                Err(e)
-                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
-                {
-                    if self.host.stopping() {
-                        return Err(io::Error::new(io::ErrorKind::Interrupted, "shutdown"));
-                    }
-                }
-                Err(e) => return Err(e),
             }
+            Err(e) => return Err(e),
         }
     }
+}
+
+/// The client's side of the dialogue while a login runs: a backend's challenge to a
+/// bearer-token login is answered by the client (`login.rs`).
+pub(super) struct ClientLink<'c> {
+    pub(super) client: &'c mut Transport,
+    /// Bytes the client sent after the command being answered.
+    pub(super) input: &'c mut Vec<u8>,
+    pub(super) preauth: &'c mut PreAuth,
+    pub(super) deadline: Instant,
 }
 
 /// Why the pre-login dialogue closed the connection, as a session end.

@@ -3,16 +3,18 @@
 //! capability set, and starting the rules; or, on failure, the equal-time answer, the
 //! failure record and the LOGIN log line.
 
+use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::dialogue::{client_error, Session};
+use super::dialogue::{client_error, read_client, ClientLink, Session};
 use super::exchange::Exchange;
-use super::relay::Relay;
-use super::{printable, End, BLOCKED_BYE};
+use super::relay::{Counters, Relay};
+use super::{printable, End, Host, BLOCKED_BYE};
+use crate::backend::connect::Challenges;
 use crate::backend::route::{self, RouteError};
 use crate::backend::{self, LoginError};
-use crate::imap::preauth::{Action, Login, PreAuth};
+use crate::imap::preauth::{Action, Credential, Login, PreAuth};
 use crate::imap::sasl::Secret;
 use crate::net::tls;
 use crate::net::transport::Transport;
@@ -30,18 +32,28 @@ struct Failure {
     counts: bool,
 }
 
+/// Why a backend's challenge to a bearer-token login could not be answered.
+enum ChallengeFailure {
+    /// The client's response cannot be sent on: it is answered with `BAD` and counts.
+    Invalid(&'static str),
+    /// The client closed the connection.
+    Closed,
+    /// Reading from or writing to the client failed (or the deadline passed).
+    Io(io::Error),
+}
+
 impl Session<'_> {
     /// Routes and logs in. On failure the client has its answer and `Err` says whether the
     /// session ends (`Some`) or the dialogue goes on (`None`).
     pub(super) fn login(
         &mut self,
-        client: &mut Transport,
-        preauth: &mut PreAuth,
+        link: &mut ClientLink<'_>,
         login: Login,
     ) -> Result<backend::Session, Option<End>> {
         let attempt = Instant::now();
         let config = &self.runtime.config;
         let map = &config.maps[config.listeners[self.origin.listener].map];
+        let mut challenge_failure = None;
         let (failure, backend_name) = match route::lookup(config, map, &login.user) {
             Err(RouteError::NoMatch) => (failed(auth_failed(), "no-route", None, true), None),
             Err(e @ RouteError::UnknownBackend(_)) => {
@@ -52,22 +64,53 @@ impl Session<'_> {
                 let turn = self.runtime.backends.next_turn();
                 let candidates = config.candidates(route.target, &route.user, turn);
                 let name = config.target_name(route.target);
-                match self.try_backends(&candidates, &route.user, &login.password, preauth) {
+                let client_id = link.preauth.client_id().map(<[_]>::to_vec);
+                let host = self.host;
+                let mut relayed = Counters::default();
+                let mut challenges =
+                    |challenge: &[u8]| match relay_challenge(link, host, challenge, &mut relayed) {
+                        Ok(response) => Some(response),
+                        Err(why) => {
+                            challenge_failure = Some(why);
+                            None
+                        }
+                    };
+                let attempt = Attempt {
+                    user: &route.user,
+                    credential: &login.credential,
+                    client_id: client_id.as_deref(),
+                };
+                let result = self.try_backends(&candidates, &attempt, &mut challenges);
+                self.counters.from_client += relayed.from_client;
+                self.counters.to_client += relayed.to_client;
+                match result {
                     Ok((index, session)) => {
-                        return self.logged_in(client, preauth, login, index, session)
+                        return self.logged_in(link.client, link.preauth, login, index, session)
                     }
                     Err(LoginError::Rejected(text)) => {
                         (failed(format!("{text}\r\n"), "rejected", None, true), Some(name))
                     }
-                    Err(LoginError::Unavailable(why)) => {
+                    Err(LoginError::Unavailable(why) | LoginError::Unsupported(why)) => {
                         log::warn!("no backend available for id={}: {why}", self.origin.id);
                         let f = failed(unavailable(), "backend-unavailable", Some(why), false);
                         (f, Some(name))
                     }
+                    Err(LoginError::Cancelled) => match challenge_failure.take() {
+                        Some(ChallengeFailure::Invalid(why)) => {
+                            let answer = format!("BAD {why}.\r\n");
+                            (failed(answer, "bad-response", None, true), Some(name))
+                        }
+                        Some(ChallengeFailure::Io(e)) => {
+                            return Err(Some(self.receive_failed(link.client, e)))
+                        }
+                        Some(ChallengeFailure::Closed) | None => {
+                            return Err(Some(End::ClientClosed))
+                        }
+                    },
                 }
             }
         };
-        self.login_failed(client, preauth, &login, failure, backend_name, attempt)
+        self.login_failed(link.client, link.preauth, &login, failure, backend_name, attempt)
     }
 
     /// The backend accepted the login: the client gets its OK with the listener's
@@ -82,10 +125,11 @@ impl Session<'_> {
     ) -> Result<backend::Session, Option<End>> {
         let backend = &self.runtime.config.backends[index];
         log::info!(
-            "LOGIN id={} user={} backend={} result=ok{}{}",
+            "LOGIN id={} user={} backend={} result=ok{}{}{}",
             self.origin.id,
             printable(&login.user),
             backend.name,
+            mechanism(&login),
             self.client_tls.as_deref().map_or(String::new(), |t| format!(" {t}")),
             session.tls.as_deref().map_or(String::new(), |t| format!(" backend_tls={t}")),
         );
@@ -124,11 +168,12 @@ impl Session<'_> {
         // client= comes last, after anything the client chose, for fail2ban's <HOST>.
         let ip = self.origin.peer.ip().map_or("-".into(), |a| a.to_string());
         log::info!(
-            "LOGIN id={} user={} backend={} result=failed reason={}{}{tls} client={ip}",
+            "LOGIN id={} user={} backend={} result=failed reason={}{}{}{tls} client={ip}",
             self.origin.id,
             printable(&login.user),
             backend.as_deref().unwrap_or("-"),
             failure.reason,
+            mechanism(login),
             failure.detail.map_or(String::new(), |d| format!(" detail={}", printable(&d)))
         );
         let mut blocked = false;
@@ -167,19 +212,18 @@ impl Session<'_> {
 
     /// Tries the candidate backends in order, skipping those marked down (unless all
     /// are). A backend that cannot be reached or greets badly is marked down and the next
-    /// is tried; a refused login is final: the same password will not do elsewhere.
+    /// is tried; a refused login is final: the same credentials will not do elsewhere.
     fn try_backends(
         &self,
         candidates: &[usize],
-        user: &str,
-        password: &Secret,
-        preauth: &PreAuth,
+        attempt: &Attempt<'_>,
+        challenges: &mut Challenges<'_>,
     ) -> Result<(usize, backend::Session), LoginError> {
         let states = &self.runtime.backends;
         let up: Vec<usize> = candidates.iter().copied().filter(|&i| states.is_up(i)).collect();
         let order = if up.is_empty() { candidates.to_vec() } else { up };
         let info = backend::ClientInfo {
-            id: preauth.client_id(),
+            id: attempt.client_id,
             addr: self.origin.peer.addr(),
             session: self.origin.id.0,
         };
@@ -187,7 +231,8 @@ impl Session<'_> {
         for i in order {
             let backend = &self.runtime.config.backends[i];
             let tls = self.runtime.tls.backends[i].as_ref();
-            match backend::login(backend, tls, &info, user, password) {
+            match backend::login(backend, tls, &info, attempt.user, attempt.credential, challenges)
+            {
                 Ok(session) => {
                     states.mark_up(i);
                     let (pre, post) = (session.pre_login.clone(), session.capabilities.clone());
@@ -198,9 +243,12 @@ impl Session<'_> {
                     states.mark_down(i, backend.login.down_time, &why);
                     last = LoginError::Unavailable(format!("{}: {why}", backend.name));
                 }
-                Err(rejected) => {
+                Err(LoginError::Unsupported(why)) => {
+                    last = LoginError::Unsupported(format!("{}: {why}", backend.name));
+                }
+                Err(final_answer) => {
                     states.mark_up(i);
-                    return Err(rejected);
+                    return Err(final_answer);
                 }
             }
         }
@@ -265,6 +313,45 @@ impl Session<'_> {
             log::warn!("id={} backend connection lost: {why}", self.origin.id);
         }
         end
+    }
+}
+
+/// ` mech=NAME` for a login by AUTHENTICATE, nothing for the LOGIN command.
+fn mechanism(login: &Login) -> String {
+    login.mechanism.map_or(String::new(), |m| format!(" mech={}", m.name()))
+}
+
+/// One login to try on the candidate backends.
+struct Attempt<'a> {
+    /// The user name for the backend (the map may have rewritten it).
+    user: &'a str,
+    credential: &'a Credential,
+    /// The client's ID parameters, when it sent ID.
+    client_id: Option<&'a [(String, Option<String>)]>,
+}
+
+/// Sends a backend's challenge to the client and reads the client's response line.
+fn relay_challenge(
+    link: &mut ClientLink<'_>,
+    host: &dyn Host,
+    challenge: &[u8],
+    counters: &mut Counters,
+) -> Result<Secret, ChallengeFailure> {
+    link.client.write_all(challenge).map_err(ChallengeFailure::Io)?;
+    counters.to_client += challenge.len() as u64;
+    loop {
+        let (used, response) = link.preauth.challenge_response(link.input);
+        link.input.drain(..used);
+        match response {
+            Some(Ok(line)) => return Ok(line),
+            Some(Err(why)) => return Err(ChallengeFailure::Invalid(why)),
+            None => {}
+        }
+        match read_client(link.client, link.input, link.deadline, host) {
+            Ok(0) => return Err(ChallengeFailure::Closed),
+            Ok(n) => counters.from_client += n as u64,
+            Err(e) => return Err(ChallengeFailure::Io(e)),
+        }
     }
 }
 

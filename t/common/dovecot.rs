@@ -82,7 +82,22 @@ impl Dovecot {
     /// `imap_capability = ...` or `login_trusted_networks = ...`) appended to the
     /// generated configuration.
     pub fn start_with(extra: &str) -> Dovecot {
-        Dovecot::start_configured(extra, false)
+        Dovecot::start_configured(extra, false, &[])
+    }
+
+    /// A Dovecot that also takes XOAUTH2 and OAUTHBEARER: an oauth2 passdb checks each
+    /// token at `introspection_url` (RFC 7662, POST) and accepts it for the user the
+    /// introspection names. Passwords work as in [`Dovecot::start`].
+    pub fn start_oauth(introspection_url: &str) -> Dovecot {
+        let oauth2 = format!(
+            "introspection_mode = post\nintrospection_url = {introspection_url}\n\
+             username_attribute = username\nactive_attribute = active\nactive_value = true\n\
+             timeout_msecs = 5000\n"
+        );
+        let extra = "auth_mechanisms = plain login xoauth2 oauthbearer\n\
+                     passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  \
+                     args = @DIR@/oauth2.conf.ext\n}\n";
+        Dovecot::start_configured(extra, false, &[("oauth2.conf.ext", oauth2)])
     }
 
     /// A Dovecot that keeps its own record of every session: a rawlog of the bytes each
@@ -90,10 +105,12 @@ impl Dovecot {
     /// executed, as its own parser read it (`executed`). Call `record_user` before the
     /// user's session starts.
     pub fn start_recorded(extra: &str) -> Dovecot {
-        Dovecot::start_configured(extra, true)
+        Dovecot::start_configured(extra, true, &[])
     }
 
-    fn start_configured(extra: &str, record: bool) -> Dovecot {
+    /// Starts Dovecot with `extra` configuration (`@DIR@` is its directory) and `files`
+    /// written into its directory first.
+    fn start_configured(extra: &str, record: bool, files: &[(&str, String)]) -> Dovecot {
         let bin = require_tool("dovecot", "dovecot-imapd");
         let dir = TempDir::new("dovecot");
         let id = identity();
@@ -108,6 +125,10 @@ impl Dovecot {
             "alice:{{PLAIN}}secret::::::\nbob:{{PLAIN}}secret::::::\ntricky:{{PLAIN}}{TRICKY_PASSWORD}::::::\n"
         );
         std::fs::write(dir.join("users"), users).expect("write users");
+        for (name, body) in files {
+            std::fs::write(dir.join(name), body).expect("write a Dovecot file");
+        }
+        let extra = extra.replace("@DIR@", &dir.path().display().to_string());
 
         let mut last_err = String::new();
         for _attempt in 0..5 {
@@ -145,6 +166,17 @@ impl Dovecot {
             );
         }
         self.child = Some(child);
+    }
+
+    /// Replaces `from` with `to` in the configuration and has Dovecot reload it (SIGHUP),
+    /// as an admin changing a setting would; new connections get the new settings.
+    pub fn reconfigure(&self, from: &str, to: &str) {
+        let conf = self.dir.join("dovecot.conf");
+        let text = std::fs::read_to_string(&conf).expect("read dovecot.conf");
+        assert!(text.contains(from), "reconfigure: {from:?} is not in dovecot.conf");
+        std::fs::write(&conf, text.replace(from, to)).expect("write dovecot.conf");
+        let pid = self.child.as_ref().expect("reconfigure: dovecot is not running").id();
+        super::send_signal(pid, "HUP");
     }
 
     /// Dovecot's log file so far.

@@ -9,6 +9,7 @@ pub mod client;
 pub mod cyrus;
 pub mod dovecot;
 pub mod fake_backend;
+pub mod oauth;
 pub mod proxy;
 pub mod tls_client;
 pub mod tls_dovecot;

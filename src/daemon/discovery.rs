@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::thread;
 
 use crate::backend::{self, LoginError};
+use crate::imap::preauth::Credential;
 use crate::imap::sasl::Secret;
 use crate::session::Runtime;
 
@@ -45,13 +46,15 @@ pub fn probe(runtime: &Runtime, i: usize) {
         greeted.logout();
         return;
     };
-    match greeted.login(&backend.login, user, &Secret::new(password.clone().into_bytes())) {
+    let credential = Credential::Password(Secret::new(password.clone().into_bytes()));
+    // A password login is never challenged.
+    match greeted.login(&backend.login, user, &credential, &mut |_| None) {
         Ok(mut session) => {
             states.learn(i, Some(pre), Some(session.capabilities.clone()));
             let _ = std::io::Write::write_all(&mut session.stream, b"ig9 LOGOUT\r\n");
             session.stream.close();
         }
-        Err(LoginError::Rejected(why)) => {
+        Err(LoginError::Rejected(why) | LoginError::Unsupported(why)) => {
             log::warn!("backend {}: probe account {user} refused: {why}", backend.name);
             states.learn(i, Some(pre), None);
         }
