@@ -15,6 +15,7 @@ pub(crate) mod daemon;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 pub(crate) mod imap;
+pub(crate) mod lookup;
 pub mod net;
 pub(crate) mod rules;
 pub(crate) mod session;

@@ -15,7 +15,6 @@ use crate::imap::bearer::Bearer;
 use crate::imap::capability;
 use crate::imap::command::push_quoted;
 use crate::imap::framer::{Event, Framer, Side};
-use crate::imap::preauth::Credential;
 use crate::imap::response::{self, Kind};
 use crate::imap::sasl::{self, Secret};
 use crate::net::tls::{self, BackendTls};
@@ -51,6 +50,18 @@ pub enum LoginError {
     /// The client did not answer the backend's challenge with a response that can be
     /// sent on (the session knows why); the backend connection is dropped.
     Cancelled,
+}
+
+/// How imapgate proves the user's identity to a backend.
+#[derive(Debug, Clone, Copy)]
+pub enum Proof<'a> {
+    /// A password: LOGIN or AUTHENTICATE PLAIN, as the backend's `login_method` says.
+    Password(&'a Secret),
+    /// The client's bearer token, in its own mechanism.
+    Bearer(&'a Bearer),
+    /// A master user's login on behalf of the user: AUTHENTICATE PLAIN with the user as
+    /// authorization identity (Dovecot's master passdb, Cyrus's proxy authorization).
+    Master { user: &'a str, password: &'a Secret },
 }
 
 /// Passes a challenge the backend sent during a bearer-token login (its error report)
@@ -226,14 +237,14 @@ impl Greeted {
         mut self,
         how: &BackendLogin,
         user: &str,
-        credential: &Credential,
+        proof: Proof<'_>,
         challenges: &mut Challenges<'_>,
     ) -> Result<Session, LoginError> {
         let caps = &self.capabilities;
         let conn = &mut self.conn;
         let sasl_ir = how.sasl_ir && capability::has(caps, "SASL-IR");
-        let answer = match credential {
-            Credential::Password(password) => {
+        let answer = match proof {
+            Proof::Password(password) => {
                 let plain = match how.method {
                     LoginMethod::Auto => capability::has(caps, "LOGINDISABLED"),
                     LoginMethod::Login => false,
@@ -243,7 +254,7 @@ impl Greeted {
                     if !capability::has(caps, "AUTH=PLAIN") {
                         return Err(unavailable("the backend offers no AUTH=PLAIN"));
                     }
-                    conn.authenticate_plain(user, password, sasl_ir)?
+                    conn.authenticate_plain(None, user, password, sasl_ir)?
                 } else {
                     if capability::has(caps, "LOGINDISABLED") {
                         return Err(unavailable(
@@ -253,12 +264,21 @@ impl Greeted {
                     conn.login(user, password, caps)?
                 }
             }
-            Credential::Bearer(token) => {
+            Proof::Bearer(token) => {
                 let cap = token.mechanism.capability();
                 if !capability::has(caps, &cap) {
                     return Err(LoginError::Unsupported(format!("the backend offers no {cap}")));
                 }
                 conn.authenticate_bearer(token, user, sasl_ir, challenges)?
+            }
+            Proof::Master { user: master, password } => {
+                if !capability::has(caps, "AUTH=PLAIN") {
+                    return Err(LoginError::Unsupported(
+                        "a master-user login needs AUTH=PLAIN, which the backend does not offer"
+                            .into(),
+                    ));
+                }
+                conn.authenticate_plain(Some(user), master, password, sasl_ir)?
             }
         };
         let status =
@@ -306,12 +326,12 @@ pub fn login(
     tls: Option<&BackendTls>,
     client: &ClientInfo<'_>,
     user: &str,
-    credential: &Credential,
+    proof: Proof<'_>,
     challenges: &mut Challenges<'_>,
 ) -> Result<Session, LoginError> {
     let mut greeted = greet(backend, tls, client.addr)?;
     greeted.send_id(client, backend.login.forward_id, backend.login.trusted)?;
-    greeted.login(&backend.login, user, credential, challenges)
+    greeted.login(&backend.login, user, proof, challenges)
 }
 
 fn connect(backend: &config::Backend) -> Result<TcpStream, LoginError> {
@@ -501,13 +521,15 @@ impl Conn {
         self.read_tagged(TAG_LOGIN)
     }
 
+    /// AUTHENTICATE PLAIN as `user`, on behalf of `authzid` when given.
     fn authenticate_plain(
         &mut self,
+        authzid: Option<&str>,
         user: &str,
         password: &Secret,
         sasl_ir: bool,
     ) -> Result<Vec<u8>, LoginError> {
-        let response = sasl::encode_plain(user.as_bytes(), password);
+        let response = sasl::encode_plain(authzid.map(str::as_bytes), user.as_bytes(), password);
         match self.authenticate("PLAIN", &response, sasl_ir)? {
             Some(answer) => Ok(answer),
             None => self.read_tagged(TAG_LOGIN),

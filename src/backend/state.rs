@@ -132,7 +132,8 @@ impl Backends {
 }
 
 /// The backends a listener can route to: every target of its map, pools expanded; a
-/// regex route whose backend is a template can reach any backend.
+/// regex route whose backend is a template, and a map whose answers come from a lookup,
+/// can reach any backend.
 pub fn reachable(config: &Config, listener: usize) -> Vec<usize> {
     let map = &config.maps[config.listeners[listener].map];
     let mut targets = Vec::new();
@@ -150,6 +151,7 @@ pub fn reachable(config: &Config, listener: usize) -> Vec<usize> {
                 }
             }
         }
+        MapKind::Source { .. } => targets.extend((0..config.backends.len()).map(Target::Backend)),
     }
     let mut out: Vec<usize> = Vec::new();
     for t in targets {

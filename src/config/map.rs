@@ -1,5 +1,8 @@
 //! `[map NAME]` sections: how a login name is turned into a backend (and maybe a new
-//! login). Backend names are resolved to indexes here; the lookup itself is `route.rs`.
+//! login). `static` and `regex` maps are typed here (backend names resolved to indexes;
+//! the lookup itself is `backend/route.rs`); maps whose answers come from elsewhere
+//! (`file`, `cdb`, `http`, `ldap`, `sql`, `chain`) keep their keys with their lines for
+//! `lookup::load`, as `[rule]` sections do for the rules.
 
 use std::collections::HashMap;
 
@@ -37,7 +40,22 @@ pub enum MapKind {
         /// Target when no route matches (login unchanged).
         default: Option<Target>,
     },
+    /// A lookup in a file, a CDB, an auth_http service, a directory, a database, or a
+    /// chain of maps; `lookup::load` reads the keys.
+    Source {
+        /// `type`, in lower case, and its line.
+        kind: (String, usize),
+        /// Line of the section header.
+        line: usize,
+        /// Target for logins the source does not know.
+        default: Option<Target>,
+        /// Every key but `type` and `default`: (key, value, line), in file order.
+        keys: Vec<(String, String, usize)>,
+    },
 }
+
+/// The map types whose keys `lookup::load` reads.
+pub const SOURCE_TYPES: [&str; 6] = ["file", "cdb", "http", "ldap", "sql", "chain"];
 
 /// One `route = REGEX BACKEND [USER]` line.
 #[derive(Debug, Clone)]
@@ -59,28 +77,57 @@ pub(crate) fn parse(
 ) -> Option<Map> {
     let before = diag.count();
     let label = format!("[map {name}]");
-    check_keys(sec, &label, &["type", "default", "user", "route"], &["user", "route"], diag);
     let default = value_of(sec, "default", diag, |s| backend_ref(s, backends));
-    let kind_word = first(sec, "type").map(|e| (e.value.to_ascii_lowercase(), e));
+    let kind_word = first(sec, "type").map(|e| (e.value.trim().to_ascii_lowercase(), e));
     let kind = match kind_word.as_ref().map(|(w, e)| (w.as_str(), e)) {
         None => {
             diag.err(sec.line, format!("{label}: missing required key \"type\""));
             None
         }
         Some(("static", _)) => {
+            check_keys(
+                sec,
+                &label,
+                &["type", "default", "user", "route"],
+                &["user", "route"],
+                diag,
+            );
             wrong_kind(sec, "route", "regex", diag);
             let users = static_users(sec, backends, diag);
             Some(MapKind::Static { default, users })
         }
         Some(("regex", _)) => {
+            check_keys(
+                sec,
+                &label,
+                &["type", "default", "user", "route"],
+                &["user", "route"],
+                diag,
+            );
             wrong_kind(sec, "user", "static", diag);
             let routes = regex_routes(sec, backends, diag);
             Some(MapKind::Regex { routes, default })
         }
+        Some((word, e)) if SOURCE_TYPES.contains(&word) => {
+            let keys = (sec.entries.iter())
+                .filter(|k| k.key != "type" && k.key != "default")
+                .map(|k| (k.key.clone(), k.value.clone(), k.line))
+                .collect();
+            Some(MapKind::Source {
+                kind: (word.to_string(), e.line),
+                line: sec.line,
+                default,
+                keys,
+            })
+        }
         Some((_, e)) => {
             diag.err(
                 e.line,
-                format!("type: invalid value {:?} (expected static or regex)", e.value),
+                format!(
+                    "type: invalid value {:?} (expected static, regex, {})",
+                    e.value,
+                    SOURCE_TYPES.join(", ")
+                ),
             );
             None
         }

@@ -105,6 +105,28 @@ pub struct Backend {
     pub login: BackendLogin,
 }
 
+impl Backend {
+    /// A backend that no section names (a lookup answered with a host), with the
+    /// defaults of a `[backend]` section: plaintext, port 143, timeouts 10 s and 30 s.
+    pub fn unnamed(host: &str, port: Option<u16>) -> Backend {
+        Backend {
+            name: format!("{host}:{}", port.unwrap_or(143)),
+            line: 0,
+            host: host.to_string(),
+            port: port.unwrap_or(143),
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(30),
+            tls: TlsMode::None,
+            ca: None,
+            tls_name: None,
+            tls_insecure_skip_verify: false,
+            tls_min_version: TlsVersion::V1_2,
+            send_proxy_protocol: false,
+            login: BackendLogin::default(),
+        }
+    }
+}
+
 /// One `[listener NAME]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
@@ -168,12 +190,12 @@ impl Config {
             .or_else(|| self.pools.iter().position(|p| p.name == name).map(Target::Pool))
     }
 
-    /// True when `target` exists in this configuration.
-    pub fn has_target(&self, target: Target) -> bool {
-        match target {
-            Target::Backend(b) => b < self.backends.len(),
-            Target::Pool(p) => p < self.pools.len(),
-        }
+    /// Every backend and pool by name.
+    pub fn targets(&self) -> HashMap<String, Target> {
+        let backends =
+            self.backends.iter().enumerate().map(|(i, b)| (b.name.clone(), Target::Backend(i)));
+        let pools = self.pools.iter().enumerate().map(|(i, p)| (p.name.clone(), Target::Pool(i)));
+        backends.chain(pools).collect()
     }
 
     /// The name of a map target (a backend or a pool).

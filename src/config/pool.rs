@@ -64,6 +64,19 @@ pub struct BackendLogin {
     pub probe: Option<(String, String)>,
 }
 
+impl Default for BackendLogin {
+    fn default() -> BackendLogin {
+        BackendLogin {
+            method: LoginMethod::Auto,
+            sasl_ir: true,
+            forward_id: false,
+            trusted: false,
+            down_time: Duration::from_secs(30),
+            probe: None,
+        }
+    }
+}
+
 /// Keys `backend_login` reads.
 pub(crate) const BACKEND_KEYS: &[&str] = &[
     "login_method",
@@ -95,13 +108,13 @@ pub(crate) fn backend_login(sec: &Section, diag: &mut Diag) -> BackendLogin {
             None
         }
     };
+    let d = BackendLogin::default();
     BackendLogin {
-        method: method.unwrap_or(LoginMethod::Auto),
-        sasl_ir: yes_no("sasl_ir", diag, true),
-        forward_id: yes_no("forward_id", diag, false),
-        trusted: yes_no("trusted", diag, false),
-        down_time: value_of(sec, "down_time", diag, parse_duration)
-            .unwrap_or(Duration::from_secs(30)),
+        method: method.unwrap_or(d.method),
+        sasl_ir: yes_no("sasl_ir", diag, d.sasl_ir),
+        forward_id: yes_no("forward_id", diag, d.forward_id),
+        trusted: yes_no("trusted", diag, d.trusted),
+        down_time: value_of(sec, "down_time", diag, parse_duration).unwrap_or(d.down_time),
         probe,
     }
 }

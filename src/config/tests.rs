@@ -332,7 +332,7 @@ fn map_type_and_key_mismatches() {
     one_err(
         &format!("{TAIL}[map x]\ntype = hash\n"),
         10,
-        "type: invalid value \"hash\" (expected static or regex)",
+        "type: invalid value \"hash\" (expected static, regex, file, cdb, http, ldap, sql, chain)",
     );
     one_err(
         &format!("{TAIL}[map x]\ntype = regex\nuser = a b\n"),

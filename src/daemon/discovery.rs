@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::thread;
 
 use crate::backend::{self, LoginError};
-use crate::imap::preauth::Credential;
 use crate::imap::sasl::Secret;
 use crate::session::Runtime;
 
@@ -46,9 +45,14 @@ pub fn probe(runtime: &Runtime, i: usize) {
         greeted.logout();
         return;
     };
-    let credential = Credential::Password(Secret::new(password.clone().into_bytes()));
+    let password = Secret::new(password.clone().into_bytes());
     // A password login is never challenged.
-    match greeted.login(&backend.login, user, &credential, &mut |_| None) {
+    match greeted.login(
+        &backend.login,
+        user,
+        backend::connect::Proof::Password(&password),
+        &mut |_| None,
+    ) {
         Ok(mut session) => {
             states.learn(i, Some(pre), Some(session.capabilities.clone()));
             let _ = std::io::Write::write_all(&mut session.stream, b"ig9 LOGOUT\r\n");

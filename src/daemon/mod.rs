@@ -65,6 +65,7 @@ struct Loaded {
     config: Config,
     tls: tls::Contexts,
     rules: Vec<Arc<rules::RuleDef>>,
+    maps: Vec<Arc<crate::lookup::Lookup>>,
     /// User, group and chroot to drop to, when configured.
     spec: Option<privdrop::Spec>,
 }
@@ -136,8 +137,9 @@ fn load(opts: &cli::Options) -> Result<Loaded, StartError> {
     let config = Config::load(&opts.config).map_err(StartError::Config)?;
     let tls = tls::load(&config).map_err(StartError::Config)?;
     let rules = rules::load(&config).map_err(StartError::Config)?;
+    let maps = crate::lookup::load(&config).map_err(StartError::Config)?;
     let spec = privdrop::resolve(&config).map_err(StartError::Config)?;
-    Ok(Loaded { config, tls, rules, spec })
+    Ok(Loaded { config, tls, rules, maps, spec })
 }
 
 /// Opens the log (stderr, a file, or syslog, opened now so it keeps working in a chroot)
@@ -152,7 +154,7 @@ fn open_log(opts: &cli::Options, config: &Config) -> Result<(), StartError> {
 /// What must happen while still privileged: warnings about risky settings, backend
 /// names resolved before a chroot hides resolv.conf, audit files opened.
 fn prepare(loaded: Loaded) -> Result<Arc<Runtime>, StartError> {
-    let Loaded { mut config, tls, rules, spec } = loaded;
+    let Loaded { mut config, tls, rules, maps, spec } = loaded;
     for backend in config.backends.iter().filter(|b| b.tls_insecure_skip_verify) {
         log::warn!(
             "backend {}: tls_insecure_skip_verify = yes: its certificate is NOT verified, \
@@ -171,7 +173,7 @@ fn prepare(loaded: Loaded) -> Result<Arc<Runtime>, StartError> {
             StartError::system(exit::CONFIG, format!("{at}: {e}"))
         })?;
     }
-    Ok(Arc::new(Runtime::new(config, tls, rules)))
+    Ok(Arc::new(Runtime::new(config, tls, rules, maps)))
 }
 
 /// Drops to the configured user, group and chroot, for good.

@@ -62,6 +62,13 @@ pub fn load(ctx: &mut Ctx, current: &Runtime) -> Option<Arc<Runtime>> {
             return None;
         }
     };
+    let maps = match crate::lookup::load(&config) {
+        Ok(m) => m,
+        Err(e) => {
+            log_errors("maps rejected", &e);
+            return None;
+        }
+    };
     // Audit files of the new rules are opened now (still root in fork mode; in thread
     // mode as the unprivileged user, so a new file must be writable by it).
     for rule in &rules {
@@ -109,5 +116,5 @@ pub fn load(ctx: &mut Ctx, current: &Runtime) -> Option<Arc<Runtime>> {
         logging::set_filter(&config.global.log_level);
     }
     log::info!("reload: {} loaded; new sessions use it", path.display());
-    Some(Arc::new(Runtime::new(config, tls, rules)))
+    Some(Arc::new(Runtime::new(config, tls, rules, maps)))
 }

@@ -563,6 +563,11 @@ impl PreAuth {
         (pos, None)
     }
 
+    /// Failed logins so far in this connection.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
     /// Counts a failed login; after too many, appends the BYE and returns true.
     pub fn login_failed(&mut self, out: &mut Vec<Action>) -> bool {
         self.failures += 1;

@@ -157,9 +157,12 @@ pub fn decode_plain(raw: &[u8]) -> Result<Plain, &'static str> {
     })
 }
 
-/// Encodes a SASL PLAIN response for `user` (no authorization identity).
-pub fn encode_plain(user: &[u8], password: &Secret) -> Secret {
-    let mut raw = Vec::with_capacity(user.len() + password.expose().len() + 2);
+/// Encodes a SASL PLAIN response for `user`, acting as `authzid` when one is given (a
+/// master-user login).
+pub fn encode_plain(authzid: Option<&[u8]>, user: &[u8], password: &Secret) -> Secret {
+    let authzid = authzid.unwrap_or_default();
+    let mut raw = Vec::with_capacity(authzid.len() + user.len() + password.expose().len() + 2);
+    raw.extend_from_slice(authzid);
     raw.push(0);
     raw.extend_from_slice(user);
     raw.push(0);
@@ -196,8 +199,10 @@ mod tests {
         assert_eq!(p.password.expose(), b"secret");
         assert_eq!(format!("{:?}", p.password), "<redacted>");
         assert!(decode_plain(b"a\0b").is_err());
-        let enc = encode_plain(b"alice", &Secret::new(b"secret".to_vec()));
+        let enc = encode_plain(None, b"alice", &Secret::new(b"secret".to_vec()));
         assert_eq!(enc.expose(), b"AGFsaWNlAHNlY3JldA==");
+        let master = encode_plain(Some(b"alice"), b"admin", &Secret::new(b"m".to_vec()));
+        assert_eq!(base64_decode(master.expose()).unwrap(), b"alice\0admin\0m");
     }
 
     #[test]

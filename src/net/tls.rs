@@ -73,6 +73,33 @@ pub fn load(config: &Config) -> Result<Contexts, ConfigErrors> {
     }
 }
 
+/// A client configuration for a lookup service (LDAP over TLS): certificates verified
+/// against `ca` (PEM), or against the system's CA bundle. Built before the privilege drop.
+pub fn lookup_client(ca: Option<&std::path::Path>) -> Result<Arc<ClientConfig>, String> {
+    let bundle = match ca {
+        Some(path) => path,
+        None => SYSTEM_CA_BUNDLES
+            .iter()
+            .map(std::path::Path::new)
+            .find(|p| p.exists())
+            .ok_or("no system CA bundle found; set ca = FILE")?,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(bundle)
+        .and_then(|iter| iter.collect())
+        .map_err(|e| format!("{}: cannot read certificates: {}", bundle.display(), pem_error(e)))?;
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(certs);
+    if roots.is_empty() {
+        return Err(format!("{}: no usable CA certificate in it", bundle.display()));
+    }
+    let config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_protocol_versions(versions(TlsVersion::V1_2))
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// Names the negotiated protocol and cipher suite, e.g. `TLSv1_3/TLS13_AES_256_GCM_SHA384`.
 pub fn describe(conn: &rustls::CommonState) -> String {
     let version = conn.protocol_version().map_or("?".into(), |v| format!("{v:?}"));

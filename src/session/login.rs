@@ -5,17 +5,18 @@
 
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::dialogue::{client_error, read_client, ClientLink, Session};
 use super::exchange::Exchange;
 use super::relay::{Counters, Relay};
 use super::{printable, End, Host, BLOCKED_BYE};
-use crate::backend::connect::Challenges;
-use crate::backend::route::{self, RouteError};
+use crate::backend::connect::{Challenges, Proof};
 use crate::backend::{self, LoginError};
+use crate::config::TlsMode;
 use crate::imap::preauth::{Action, Credential, Login, PreAuth};
 use crate::imap::sasl::Secret;
+use crate::lookup::{Answer, Destination, Found, Lookup, Outcome, Query};
 use crate::net::tls;
 use crate::net::transport::Transport;
 use crate::rules::{self, Engine, Response};
@@ -30,6 +31,8 @@ struct Failure {
     detail: Option<String>,
     /// Counts as a failed attempt (delay, block, `max_login_failures`).
     counts: bool,
+    /// At least this long before the answer (a lookup's `wait`).
+    wait: Option<Duration>,
 }
 
 /// Why a backend's challenge to a bearer-token login could not be answered.
@@ -42,6 +45,13 @@ enum ChallengeFailure {
     Io(io::Error),
 }
 
+/// Where a login is tried: configured backends (with their up/down state), or a host a
+/// lookup named.
+enum Candidate {
+    Configured(usize),
+    Unnamed(Box<crate::config::Backend>, Option<tls::BackendTls>),
+}
+
 impl Session<'_> {
     /// Routes and logs in. On failure the client has its answer and `Err` says whether the
     /// session ends (`Some`) or the dialogue goes on (`None`).
@@ -51,66 +61,149 @@ impl Session<'_> {
         login: Login,
     ) -> Result<backend::Session, Option<End>> {
         let attempt = Instant::now();
-        let config = &self.runtime.config;
-        let map = &config.maps[config.listeners[self.origin.listener].map];
-        let mut challenge_failure = None;
-        let (failure, backend_name) = match route::lookup(config, map, &login.user) {
-            Err(RouteError::NoMatch) => (failed(auth_failed(), "no-route", None, true), None),
-            Err(e @ RouteError::UnknownBackend(_)) => {
-                log::error!("map {}: {e}", map.name);
-                (failed(unavailable(), "route-error", Some(e.to_string()), false), None)
-            }
-            Ok(route) => {
-                let turn = self.runtime.backends.next_turn();
-                let candidates = config.candidates(route.target, &route.user, turn);
-                let name = config.target_name(route.target);
-                let client_id = link.preauth.client_id().map(<[_]>::to_vec);
-                let host = self.host;
-                let mut relayed = Counters::default();
-                let mut challenges =
-                    |challenge: &[u8]| match relay_challenge(link, host, challenge, &mut relayed) {
-                        Ok(response) => Some(response),
-                        Err(why) => {
-                            challenge_failure = Some(why);
-                            None
-                        }
-                    };
-                let attempt = Attempt {
-                    user: &route.user,
-                    credential: &login.credential,
-                    client_id: client_id.as_deref(),
-                };
-                let result = self.try_backends(&candidates, &attempt, &mut challenges);
-                self.counters.from_client += relayed.from_client;
-                self.counters.to_client += relayed.to_client;
-                match result {
-                    Ok((index, session)) => {
-                        return self.logged_in(link.client, link.preauth, login, index, session)
-                    }
-                    Err(LoginError::Rejected(text)) => {
-                        (failed(format!("{text}\r\n"), "rejected", None, true), Some(name))
-                    }
-                    Err(LoginError::Unavailable(why) | LoginError::Unsupported(why)) => {
-                        log::warn!("no backend available for id={}: {why}", self.origin.id);
-                        let f = failed(unavailable(), "backend-unavailable", Some(why), false);
-                        (f, Some(name))
-                    }
-                    Err(LoginError::Cancelled) => match challenge_failure.take() {
-                        Some(ChallengeFailure::Invalid(why)) => {
-                            let answer = format!("BAD {why}.\r\n");
-                            (failed(answer, "bad-response", None, true), Some(name))
-                        }
-                        Some(ChallengeFailure::Io(e)) => {
-                            return Err(Some(self.receive_failed(link.client, e)))
-                        }
-                        Some(ChallengeFailure::Closed) | None => {
-                            return Err(Some(End::ClientClosed))
-                        }
-                    },
-                }
+        let lookup =
+            Arc::clone(&self.runtime.maps[self.runtime.config.listeners[self.origin.listener].map]);
+        let password = match &login.credential {
+            Credential::Password(p) => Some(p),
+            Credential::Bearer(_) => None,
+        };
+        let client_cert = link.client.tls_state().and_then(tls::peer_subject);
+        let query = Query {
+            user: &login.user,
+            password,
+            client: self.origin.peer.addr(),
+            tls: link.client.is_tls(),
+            client_cert: client_cert.as_deref(),
+            attempt: link.preauth.failures() + 1,
+        };
+        let answer = match lookup.find(&query) {
+            Outcome::Found(Found::Route(answer)) => answer,
+            outcome => {
+                let failure = refusal(&lookup.name, outcome);
+                return self.login_failed(
+                    link.client,
+                    link.preauth,
+                    &login,
+                    failure,
+                    None,
+                    attempt,
+                );
             }
         };
-        self.login_failed(link.client, link.preauth, &login, failure, backend_name, attempt)
+        let (candidates, name) = match self.candidates(&lookup, &answer, &login.user) {
+            Ok(found) => found,
+            Err(why) => {
+                log::warn!("map {}: {why}", lookup.name);
+                let failure = failed(unavailable(), "lookup-failed", Some(why), false);
+                return self.login_failed(
+                    link.client,
+                    link.preauth,
+                    &login,
+                    failure,
+                    None,
+                    attempt,
+                );
+            }
+        };
+        let user = answer.destuser.as_deref().unwrap_or(&login.user);
+        let proof = match (&answer.master, &answer.pass, &login.credential) {
+            (Some((master, pass)), _, _) => Proof::Master { user: master, password: pass },
+            (None, Some(pass), _) => Proof::Password(pass),
+            (None, None, Credential::Password(p)) => Proof::Password(p),
+            (None, None, Credential::Bearer(token)) => Proof::Bearer(token),
+        };
+        let client_id = link.preauth.client_id().map(<[_]>::to_vec);
+        let attempt_on = Attempt { user, proof, client_id: client_id.as_deref() };
+        let mut challenge_failure = None;
+        let mut relayed = Counters::default();
+        let host = self.host;
+        let mut challenges =
+            |challenge: &[u8]| match relay_challenge(link, host, challenge, &mut relayed) {
+                Ok(response) => Some(response),
+                Err(why) => {
+                    challenge_failure = Some(why);
+                    None
+                }
+            };
+        let result = self.try_backends(&candidates, &attempt_on, &mut challenges);
+        self.counters.from_client += relayed.from_client;
+        self.counters.to_client += relayed.to_client;
+        let failure = match result {
+            Ok((backend, session)) => {
+                return self.logged_in(link.client, link.preauth, login, backend, session)
+            }
+            Err(LoginError::Rejected(text)) => {
+                failed(format!("{text}\r\n"), "rejected", None, true)
+            }
+            Err(LoginError::Unavailable(why) | LoginError::Unsupported(why)) => {
+                log::warn!("no backend available for id={}: {why}", self.origin.id);
+                failed(unavailable(), "backend-unavailable", Some(why), false)
+            }
+            Err(LoginError::Cancelled) => match challenge_failure.take() {
+                Some(ChallengeFailure::Invalid(why)) => {
+                    failed(format!("BAD {why}.\r\n"), "bad-response", None, true)
+                }
+                Some(ChallengeFailure::Io(e)) => {
+                    return Err(Some(self.receive_failed(link.client, e)))
+                }
+                Some(ChallengeFailure::Closed) | None => return Err(Some(End::ClientClosed)),
+            },
+        };
+        self.login_failed(link.client, link.preauth, &login, failure, Some(name), attempt)
+    }
+
+    /// The backends to try for an answer, and the name the LOGIN line gives them.
+    fn candidates(
+        &self,
+        lookup: &Lookup,
+        answer: &Answer,
+        user: &str,
+    ) -> Result<(Vec<Candidate>, String), String> {
+        let config = &self.runtime.config;
+        match &answer.to {
+            Destination::Target(target) => {
+                let turn = self.runtime.backends.next_turn();
+                let user = answer.destuser.as_deref().unwrap_or(user);
+                let list =
+                    config.candidates(*target, user, turn).into_iter().map(Candidate::Configured);
+                Ok((list.collect(), config.target_name(*target)))
+            }
+            Destination::Host { host, port, tls: mode } => {
+                let defaults = lookup.host_defaults;
+                let mut backend = match defaults {
+                    Some(i) => config.backends[i].clone(),
+                    None => crate::config::Backend::unnamed(host, *port),
+                };
+                backend.host = host.clone();
+                backend.tls = mode.unwrap_or(backend.tls);
+                backend.port = port.unwrap_or(match (defaults, backend.tls) {
+                    (Some(i), m) if m == config.backends[i].tls => config.backends[i].port,
+                    (_, TlsMode::Implicit) => 993,
+                    _ => 143,
+                });
+                backend.name = format!("{host}:{}", backend.port);
+                backend.tls_name = None;
+                let tls = match backend.tls {
+                    TlsMode::None => None,
+                    mode => {
+                        let base = defaults.and_then(|i| self.runtime.tls.backends[i].as_ref());
+                        let base = base.ok_or_else(|| {
+                            format!("tls = {mode:?} for host {host} needs host_defaults naming a backend with TLS")
+                        })?;
+                        let server_name = rustls::pki_types::ServerName::try_from(host.clone())
+                            .map_err(|e| format!("host {host}: {e}"))?;
+                        Some(tls::BackendTls {
+                            mode,
+                            server_name,
+                            config: Arc::clone(&base.config),
+                        })
+                    }
+                };
+                let name = backend.name.clone();
+                Ok((vec![Candidate::Unnamed(Box::new(backend), tls)], name))
+            }
+            Destination::Default => Err("the answer names no backend".into()),
+        }
     }
 
     /// The backend accepted the login: the client gets its OK with the listener's
@@ -120,26 +213,28 @@ impl Session<'_> {
         client: &mut Transport,
         preauth: &PreAuth,
         login: Login,
-        index: usize,
+        backend: (Option<usize>, String),
         session: backend::Session,
     ) -> Result<backend::Session, Option<End>> {
-        let backend = &self.runtime.config.backends[index];
+        let (index, name) = backend;
         log::info!(
             "LOGIN id={} user={} backend={} result=ok{}{}{}",
             self.origin.id,
             printable(&login.user),
-            backend.name,
+            name,
             mechanism(&login),
             self.client_tls.as_deref().map_or(String::new(), |t| format!(" {t}")),
             session.tls.as_deref().map_or(String::new(), |t| format!(" backend_tls={t}")),
         );
         let reachable = &self.runtime.reachable[self.origin.listener];
+        // An unnamed host counts with every backend whose capabilities are known.
+        let index = index.unwrap_or(usize::MAX);
         let caps = self.runtime.backends.after_login(reachable, index, &session.capabilities);
         let ok =
             format!("{} OK [CAPABILITY {}] {}\r\n", login.tag, caps.join(" "), session.ok_text);
         let mut ok = ok.into_bytes();
         self.shown = caps.clone();
-        self.exchange = self.start_rules(&login.user, caps, &backend.name, preauth, client);
+        self.exchange = self.start_rules(&login.user, caps, &name, preauth, client);
         if let Some(rules) = self.exchange.as_mut().and_then(Exchange::rules) {
             let mut resp = Response { raw: ok, complete: true, literal_sizes: vec![] };
             rules.response(&mut resp);
@@ -177,6 +272,9 @@ impl Session<'_> {
             failure.detail.map_or(String::new(), |d| format!(" detail={}", printable(&d)))
         );
         let mut blocked = false;
+        if let Some(wait) = failure.wait {
+            std::thread::sleep(wait.saturating_sub(attempt.elapsed()));
+        }
         if failure.counts {
             let global = &self.runtime.config.global;
             let base = global.login_failure_delay;
@@ -215,39 +313,56 @@ impl Session<'_> {
     /// is tried; a refused login is final: the same credentials will not do elsewhere.
     fn try_backends(
         &self,
-        candidates: &[usize],
+        candidates: &[Candidate],
         attempt: &Attempt<'_>,
         challenges: &mut Challenges<'_>,
-    ) -> Result<(usize, backend::Session), LoginError> {
+    ) -> Result<((Option<usize>, String), backend::Session), LoginError> {
         let states = &self.runtime.backends;
-        let up: Vec<usize> = candidates.iter().copied().filter(|&i| states.is_up(i)).collect();
-        let order = if up.is_empty() { candidates.to_vec() } else { up };
+        let is_up = |c: &&Candidate| match c {
+            Candidate::Configured(i) => states.is_up(*i),
+            Candidate::Unnamed(..) => true,
+        };
+        let up: Vec<&Candidate> = candidates.iter().filter(is_up).collect();
+        let order = if up.is_empty() { candidates.iter().collect() } else { up };
         let info = backend::ClientInfo {
             id: attempt.client_id,
             addr: self.origin.peer.addr(),
             session: self.origin.id.0,
         };
         let mut last = LoginError::Unavailable("no backend to try".into());
-        for i in order {
-            let backend = &self.runtime.config.backends[i];
-            let tls = self.runtime.tls.backends[i].as_ref();
-            match backend::login(backend, tls, &info, attempt.user, attempt.credential, challenges)
-            {
-                Ok(session) => {
-                    states.mark_up(i);
-                    let (pre, post) = (session.pre_login.clone(), session.capabilities.clone());
-                    states.learn(i, Some(pre), Some(post));
-                    return Ok((i, session));
+        for candidate in order {
+            let (index, backend, tls) = match candidate {
+                Candidate::Configured(i) => (
+                    Some(*i),
+                    &self.runtime.config.backends[*i],
+                    self.runtime.tls.backends[*i].as_ref(),
+                ),
+                Candidate::Unnamed(b, tls) => (None, &**b, tls.as_ref()),
+            };
+            let result =
+                backend::login(backend, tls, &info, attempt.user, attempt.proof, challenges);
+            match (result, index) {
+                (Ok(session), i) => {
+                    if let Some(i) = i {
+                        states.mark_up(i);
+                        let (pre, post) = (session.pre_login.clone(), session.capabilities.clone());
+                        states.learn(i, Some(pre), Some(post));
+                    }
+                    return Ok(((i, backend.name.clone()), session));
                 }
-                Err(LoginError::Unavailable(why)) => {
-                    states.mark_down(i, backend.login.down_time, &why);
+                (Err(LoginError::Unavailable(why)), i) => {
+                    if let Some(i) = i {
+                        states.mark_down(i, backend.login.down_time, &why);
+                    }
                     last = LoginError::Unavailable(format!("{}: {why}", backend.name));
                 }
-                Err(LoginError::Unsupported(why)) => {
+                (Err(LoginError::Unsupported(why)), _) => {
                     last = LoginError::Unsupported(format!("{}: {why}", backend.name));
                 }
-                Err(final_answer) => {
-                    states.mark_up(i);
+                (Err(final_answer), i) => {
+                    if let Some(i) = i {
+                        states.mark_up(i);
+                    }
                     return Err(final_answer);
                 }
             }
@@ -325,9 +440,38 @@ fn mechanism(login: &Login) -> String {
 struct Attempt<'a> {
     /// The user name for the backend (the map may have rewritten it).
     user: &'a str,
-    credential: &'a Credential,
+    proof: Proof<'a>,
     /// The client's ID parameters, when it sent ID.
     client_id: Option<&'a [(String, Option<String>)]>,
+}
+
+/// The failure for a lookup that routed nowhere.
+fn refusal(map: &str, outcome: Outcome) -> Failure {
+    match outcome {
+        Outcome::NotFound => failed(auth_failed(), "no-route", None, true),
+        Outcome::Failed(why) => {
+            log::warn!("map {map}: {why}");
+            failed(unavailable(), "lookup-failed", Some(format!("map {map}: {why}")), false)
+        }
+        Outcome::Found(Found::Refused { reason, wait }) => {
+            let answer = match reason {
+                Some(r) => format!("NO [ALERT] {}\r\n", r.chars().take(300).collect::<String>()),
+                None => "NO [UNAVAILABLE] Login not allowed here.\r\n".into(),
+            };
+            Failure { wait, ..failed(answer, "nologin", None, false) }
+        }
+        Outcome::Found(Found::Rejected { text, wait }) => {
+            let answer = match text {
+                Some(t) => format!(
+                    "NO [AUTHENTICATIONFAILED] {}\r\n",
+                    t.chars().take(300).collect::<String>()
+                ),
+                None => auth_failed(),
+            };
+            Failure { wait, ..failed(answer, "rejected", None, true) }
+        }
+        Outcome::Found(Found::Route(_)) => failed(unavailable(), "lookup-failed", None, false),
+    }
 }
 
 /// Sends a backend's challenge to the client and reads the client's response line.
@@ -356,7 +500,7 @@ fn relay_challenge(
 }
 
 fn failed(answer: String, reason: &'static str, detail: Option<String>, counts: bool) -> Failure {
-    Failure { answer, reason, detail, counts }
+    Failure { answer, reason, detail, counts, wait: None }
 }
 
 fn auth_failed() -> String {

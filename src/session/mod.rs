@@ -33,6 +33,8 @@ pub struct Runtime {
     pub reachable: Vec<Vec<usize>>,
     /// The rules, in configuration order (a listener's `rules` index into them).
     pub rules: Vec<Arc<rules::RuleDef>>,
+    /// Every map's lookup, indexed like `config.maps`.
+    pub maps: Vec<Arc<crate::lookup::Lookup>>,
 }
 
 impl Runtime {
@@ -41,12 +43,13 @@ impl Runtime {
         config: Config,
         tls: crate::net::tls::Contexts,
         rules: Vec<Arc<rules::RuleDef>>,
+        maps: Vec<Arc<crate::lookup::Lookup>>,
     ) -> Runtime {
         let backends = crate::backend::state::Backends::new(&config);
         let reachable = (0..config.listeners.len())
             .map(|l| crate::backend::state::reachable(&config, l))
             .collect();
-        Runtime { config, tls, backends, reachable, rules }
+        Runtime { config, tls, backends, reachable, rules, maps }
     }
 }
 

@@ -1,0 +1,488 @@
+//! Building every map's lookup from the configuration, the way TLS contexts and rules are
+//! built: at start-up, on SIGHUP and for `-t`, before any privilege drop (files are read,
+//! host names resolved, CA files loaded now). Every problem is reported at its key's line
+//! (`CONFIG:LINE: message`), or at the data file's own line (`users.map:3: message`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::cache::Cache;
+use super::cdb::CdbMap;
+use super::file::FileMap;
+use super::http::HttpMap;
+use super::inline::Inline;
+use super::ldap::{self, LdapMap, Scope};
+use super::sql::SqlMap;
+use super::template::Template;
+use super::{fields, Kind, Lookup};
+use crate::config::{
+    parse_duration, parse_yes_no, Cidr, Config, ConfigError, ConfigErrors, MapKind,
+};
+use crate::imap::sasl::Secret;
+
+/// Keys every map of the lookup types takes.
+const COMMON: [&str; 8] = [
+    "allow_hosts",
+    "host_defaults",
+    "cache_ttl",
+    "negative_ttl",
+    "stale_if_error",
+    "timeout",
+    "master_user",
+    "master_password",
+];
+
+/// The keys of each lookup type, beside the common ones.
+fn keys_of(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "file" | "cdb" => &["path"],
+        "http" => &["url", "header"],
+        "ldap" => &[
+            "url",
+            "base",
+            "scope",
+            "filter",
+            "bind_dn",
+            "bind_password",
+            "ca",
+            "verify_password",
+            "field",
+        ],
+        "sql" => &["database", "query", "verify_password"],
+        _ => &["maps"],
+    }
+}
+
+/// Every map's lookup, indexed like `Config::maps`.
+pub fn load(config: &Config) -> Result<Vec<Arc<Lookup>>, ConfigErrors> {
+    let mut loader = Loader { config, errors: Vec::new(), built: vec![None; config.maps.len()] };
+    for i in 0..config.maps.len() {
+        loader.build(i, &mut Vec::new());
+    }
+    if !loader.errors.is_empty() {
+        loader.errors.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
+        return Err(ConfigErrors(loader.errors));
+    }
+    Ok(loader
+        .built
+        .into_iter()
+        .map(|b| b.expect("every map built when there are no errors"))
+        .collect())
+}
+
+struct Loader<'a> {
+    config: &'a Config,
+    errors: Vec<ConfigError>,
+    built: Vec<Option<Arc<Lookup>>>,
+}
+
+/// A map section's keys, each taken once; what is left over is an unknown key.
+struct Keys<'a> {
+    keys: &'a [(String, String, usize)],
+    taken: Vec<bool>,
+}
+
+impl<'a> Keys<'a> {
+    fn get(&mut self, name: &str) -> Option<(&'a str, usize)> {
+        let i = self.keys.iter().position(|(k, _, _)| k == name)?;
+        self.taken[i] = true;
+        Some((self.keys[i].1.as_str(), self.keys[i].2))
+    }
+
+    fn all(&mut self, name: &str) -> Vec<(&'a str, usize)> {
+        let mut out = Vec::new();
+        for (i, (k, v, line)) in self.keys.iter().enumerate() {
+            if k == name {
+                self.taken[i] = true;
+                out.push((v.as_str(), *line));
+            }
+        }
+        out
+    }
+}
+
+impl Loader<'_> {
+    fn err(&mut self, line: usize, msg: String) {
+        self.errors.push(ConfigError { path: self.config.path.clone(), line, msg });
+    }
+
+    fn path(&self, value: &str) -> PathBuf {
+        let base = self.config.path.parent().unwrap_or(Path::new(""));
+        base.join(value)
+    }
+
+    fn build(&mut self, i: usize, stack: &mut Vec<usize>) -> Option<Arc<Lookup>> {
+        if let Some(done) = &self.built[i] {
+            return Some(Arc::clone(done));
+        }
+        let map = &self.config.maps[i];
+        let targets = self.config.targets();
+        let (kind, keys, default, line) = match &map.kind {
+            MapKind::Static { .. } | MapKind::Regex { .. } => {
+                let lookup = Lookup {
+                    name: map.name.clone(),
+                    source: Kind::One(Box::new(Inline::new(map.kind.clone(), targets))),
+                    default: None,
+                    allow_hosts: Vec::new(),
+                    host_defaults: None,
+                    master: None,
+                    cache: None,
+                };
+                let lookup = Arc::new(lookup);
+                self.built[i] = Some(Arc::clone(&lookup));
+                return Some(lookup);
+            }
+            MapKind::Source { kind, keys, default, line } => (kind, keys, *default, *line),
+        };
+        let before = self.errors.len();
+        let mut keys = Keys { keys, taken: vec![false; keys.len()] };
+        let kind_name = kind.0.as_str();
+        let timeout = self.duration(&mut keys, "timeout").unwrap_or(Duration::from_secs(5));
+        let source = match kind_name {
+            "file" => self.file(&mut keys, line, targets),
+            "cdb" => self.cdb(&mut keys, line, targets),
+            "http" => self.http(&mut keys, line, timeout, targets),
+            "ldap" => self.ldap(&mut keys, line, timeout, targets),
+            "sql" => self.sql(&mut keys, line, timeout, targets),
+            _ => {
+                stack.push(i);
+                let chain = self.chain(&mut keys, line, stack);
+                stack.pop();
+                chain
+            }
+        };
+        let allow_hosts = match keys.get("allow_hosts") {
+            Some((v, l)) => {
+                let blocks: Result<Vec<Cidr>, String> =
+                    v.split_whitespace().map(Cidr::parse).collect();
+                blocks.map_err(|m| self.err(l, format!("allow_hosts: {m}"))).unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
+        let host_defaults = keys.get("host_defaults").and_then(|(v, l)| {
+            let b = self.config.backend_index(v);
+            if b.is_none() {
+                self.err(l, format!("host_defaults: undefined backend {v:?}"));
+            }
+            b
+        });
+        let ttl = self.duration(&mut keys, "cache_ttl").unwrap_or_default();
+        let negative = self.duration(&mut keys, "negative_ttl").unwrap_or_default();
+        let stale = self.duration(&mut keys, "stale_if_error").unwrap_or_default();
+        let master = self.master(&mut keys, source.as_ref(), line);
+        if kind_name == "chain" {
+            for key in ["cache_ttl", "negative_ttl", "stale_if_error", "master_user", "allow_hosts"]
+            {
+                if let Some((_, l)) =
+                    keys.keys.iter().find(|(k, _, _)| k == key).map(|(_, v, l)| (v, *l))
+                {
+                    self.err(
+                        l,
+                        format!("{key}: not for type = chain (set it on the maps it chains)"),
+                    );
+                }
+            }
+        }
+        let allowed: Vec<&str> = COMMON.iter().chain(keys_of(kind_name)).copied().collect();
+        for (j, (k, _, l)) in keys.keys.iter().enumerate() {
+            if !keys.taken[j] {
+                self.err(
+                    *l,
+                    format!(
+                        "unknown key {k:?} for type = {kind_name} (known: {})",
+                        allowed.join(", ")
+                    ),
+                );
+            }
+        }
+        let source = source?;
+        if self.errors.len() != before {
+            return None;
+        }
+        let lookup = Arc::new(Lookup {
+            name: self.config.maps[i].name.clone(),
+            source,
+            default,
+            allow_hosts,
+            host_defaults,
+            master,
+            cache: Cache::new(ttl, negative, stale),
+        });
+        self.built[i] = Some(Arc::clone(&lookup));
+        Some(lookup)
+    }
+
+    fn duration(&mut self, keys: &mut Keys<'_>, name: &str) -> Option<Duration> {
+        let (v, l) = keys.get(name)?;
+        parse_duration(v).map_err(|m| self.err(l, format!("{name}: {m}"))).ok()
+    }
+
+    fn yes_no(&mut self, keys: &mut Keys<'_>, name: &str) -> bool {
+        match keys.get(name) {
+            Some((v, l)) => {
+                parse_yes_no(v).map_err(|m| self.err(l, format!("{name}: {m}"))).unwrap_or(false)
+            }
+            None => false,
+        }
+    }
+
+    fn required<'k>(
+        &mut self,
+        keys: &mut Keys<'k>,
+        name: &str,
+        line: usize,
+    ) -> Option<(&'k str, usize)> {
+        let found = keys.get(name);
+        if found.is_none() {
+            self.err(line, format!("missing required key {name:?}"));
+        }
+        found
+    }
+
+    fn file(
+        &mut self,
+        keys: &mut Keys<'_>,
+        line: usize,
+        targets: HashMap<String, crate::config::Target>,
+    ) -> Option<Kind> {
+        let (v, _) = self.required(keys, "path", line)?;
+        let path = self.path(v);
+        match FileMap::open(&path, targets) {
+            Ok(map) => Some(Kind::One(Box::new(map))),
+            Err(errors) => {
+                for (l, msg) in errors {
+                    self.errors.push(ConfigError { path: path.clone(), line: l, msg });
+                }
+                None
+            }
+        }
+    }
+
+    fn cdb(
+        &mut self,
+        keys: &mut Keys<'_>,
+        line: usize,
+        targets: HashMap<String, crate::config::Target>,
+    ) -> Option<Kind> {
+        let (v, l) = self.required(keys, "path", line)?;
+        let path = self.path(v);
+        match CdbMap::open(&path, targets) {
+            Ok(map) => Some(Kind::One(Box::new(map))),
+            Err(m) => {
+                self.err(l, format!("path: {}: {m}", path.display()));
+                None
+            }
+        }
+    }
+
+    fn http(
+        &mut self,
+        keys: &mut Keys<'_>,
+        line: usize,
+        timeout: Duration,
+        targets: HashMap<String, crate::config::Target>,
+    ) -> Option<Kind> {
+        let url = self.required(keys, "url", line);
+        let mut headers = Vec::new();
+        for (v, l) in keys.all("header") {
+            match v.split_once(':') {
+                Some((name, value))
+                    if !name.trim().is_empty()
+                        && name.trim().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+                {
+                    headers.push((name.trim().to_string(), value.trim().to_string()))
+                }
+                _ => self.err(l, format!("header: expected \"Name: value\", got {v:?}")),
+            }
+        }
+        let (url, l) = url?;
+        match HttpMap::new(url, headers, timeout, targets) {
+            Ok(map) => Some(Kind::One(Box::new(map))),
+            Err(m) => {
+                self.err(l, format!("url: {m}"));
+                None
+            }
+        }
+    }
+
+    fn ldap(
+        &mut self,
+        keys: &mut Keys<'_>,
+        line: usize,
+        timeout: Duration,
+        targets: HashMap<String, crate::config::Target>,
+    ) -> Option<Kind> {
+        let url = self.required(keys, "url", line);
+        let base = self.required(keys, "base", line);
+        let scope = match keys.get("scope") {
+            None => Some(Scope::Sub),
+            Some((v, l)) => match v.to_ascii_lowercase().as_str() {
+                "sub" | "subtree" => Some(Scope::Sub),
+                "one" | "onelevel" => Some(Scope::One),
+                "base" => Some(Scope::Base),
+                _ => {
+                    self.err(l, format!("scope: {v:?} is not sub, one or base"));
+                    None
+                }
+            },
+        };
+        let (filter_text, filter_line) = keys.get("filter").unwrap_or(("(uid=%u)", line));
+        let filter = match Template::parse(filter_text) {
+            Ok(t) => {
+                // The template must make a valid filter whatever the login.
+                match ldap::filter::encode(
+                    &filter_text
+                        .replace("%u", "x")
+                        .replace("%n", "x")
+                        .replace("%d", "x")
+                        .replace("%r", "x")
+                        .replace("%%", "%"),
+                ) {
+                    Ok(_) => Some(t),
+                    Err(m) => {
+                        self.err(filter_line, format!("filter: {m}"));
+                        None
+                    }
+                }
+            }
+            Err(m) => {
+                self.err(filter_line, format!("filter: {m}"));
+                None
+            }
+        };
+        let bind = match (keys.get("bind_dn"), keys.get("bind_password")) {
+            (Some((dn, _)), pw) => {
+                Some((dn.to_string(), Secret::new(pw.map_or("", |p| p.0).as_bytes().to_vec())))
+            }
+            (None, Some((_, l))) => {
+                self.err(l, "bind_password: needs bind_dn".into());
+                None
+            }
+            (None, None) => None,
+        };
+        let ca = keys.get("ca").map(|(v, l)| (self.path(v), l));
+        let verify_password = self.yes_no(keys, "verify_password");
+        let mut fields = Vec::new();
+        for (v, l) in keys.all("field") {
+            match v.split_whitespace().collect::<Vec<_>>()[..] {
+                [field, attr] if fields::NAMES.contains(&field) => {
+                    fields.push((field.to_string(), attr.to_string()))
+                }
+                [field, _] => self.err(
+                    l,
+                    format!("field: unknown field {field:?} (known: {})", fields::NAMES.join(", ")),
+                ),
+                _ => self.err(l, format!("field: expected \"FIELD ATTRIBUTE\", got {v:?}")),
+            }
+        }
+        if fields.is_empty() {
+            self.err(line, "an ldap map needs at least one field = FIELD ATTRIBUTE line (e.g. field = host mailHost)".into());
+        }
+        let (url, url_line) = url?;
+        let tls = || match &ca {
+            Some((path, _)) => crate::net::tls::lookup_client(Some(path)),
+            None => crate::net::tls::lookup_client(None),
+        };
+        let endpoint = match ldap::parse_url(url, tls) {
+            Ok(e) => e,
+            Err(m) => {
+                self.err(ca.as_ref().map_or(url_line, |c| c.1).max(url_line), format!("url: {m}"));
+                return None;
+            }
+        };
+        Some(Kind::One(Box::new(LdapMap {
+            endpoint,
+            base: base?.0.to_string(),
+            scope: scope?,
+            filter: filter?,
+            bind,
+            verify_password,
+            fields,
+            timeout,
+            targets,
+        })))
+    }
+
+    fn sql(
+        &mut self,
+        keys: &mut Keys<'_>,
+        line: usize,
+        timeout: Duration,
+        targets: HashMap<String, crate::config::Target>,
+    ) -> Option<Kind> {
+        let database = self.required(keys, "database", line);
+        let query = self.required(keys, "query", line);
+        let verify_password = self.yes_no(keys, "verify_password");
+        let ((database, dl), (query, ql)) = (database?, query?);
+        let database = match database.strip_prefix("sqlite:") {
+            Some(path) if !path.starts_with('/') => format!("sqlite:{}", self.path(path).display()),
+            _ => database.to_string(),
+        };
+        match SqlMap::new(&database, query, verify_password, timeout, targets) {
+            Ok(map) => Some(Kind::One(Box::new(map))),
+            Err(m) => {
+                let at = if m.contains("query") || m.contains('%') { ql } else { dl };
+                self.err(at, m);
+                None
+            }
+        }
+    }
+
+    fn chain(&mut self, keys: &mut Keys<'_>, line: usize, stack: &mut Vec<usize>) -> Option<Kind> {
+        let (v, l) = self.required(keys, "maps", line)?;
+        let mut maps = Vec::new();
+        for name in v.split(|c: char| c == ',' || c.is_whitespace()).filter(|w| !w.is_empty()) {
+            let Some(j) = self.config.maps.iter().position(|m| m.name == name) else {
+                self.err(l, format!("maps: undefined map {name:?}"));
+                continue;
+            };
+            if stack.contains(&j) {
+                self.err(l, format!("maps: {name:?} leads back to this chain"));
+                continue;
+            }
+            if let Some(m) = self.build(j, stack) {
+                maps.push(m);
+            }
+        }
+        if maps.is_empty() {
+            return None;
+        }
+        Some(Kind::Chain(maps))
+    }
+
+    /// `master_user` + `master_password`, allowed only on a map that verifies passwords.
+    fn master(
+        &mut self,
+        keys: &mut Keys<'_>,
+        source: Option<&Kind>,
+        line: usize,
+    ) -> Option<(String, Secret)> {
+        let user = keys.get("master_user");
+        let pass = keys.get("master_password");
+        match (user, pass) {
+            (None, None) => None,
+            (Some((_, l)), None) | (None, Some((_, l))) => {
+                self.err(l, "master_user and master_password go together".into());
+                None
+            }
+            (Some((u, l)), Some((p, _))) => {
+                let verifies = match source {
+                    Some(Kind::One(s)) => s.verifies(),
+                    Some(Kind::Chain(_)) | None => true,
+                };
+                if !verifies {
+                    self.err(
+                        l.max(line),
+                        "master_user: a master-user login needs a map that verifies the user's own \
+                         password first (ldap or sql with verify_password = yes, or http)"
+                            .into(),
+                    );
+                    return None;
+                }
+                Some((u.to_string(), Secret::new(p.as_bytes().to_vec())))
+            }
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Where a login goes, asked of the place a site already keeps it: the maps written into
+//! imapgate.ini (`inline`: static and regex), a text file or a CDB of records, an nginx
+//! `auth_http` service, an LDAP directory, an SQL database, or a chain of maps.
+//!
+//! Every source answers in one shape (`Found`, built from Dovecot's proxy field names in
+//! `fields.rs`): a backend or pool, or a host inside the map's `allow_hosts`; `destuser`;
+//! `master` + `pass`; `nologin` + `reason`; `wait`. A [`Lookup`] wraps a source with what
+//! every map has: its `default` (for users the source does not know, and only for them),
+//! a cache, and the policy that credentials are substituted (a master user, another
+//! password) only when the source verified the user's own password first. A source that
+//! fails is never papered over: the client gets `NO [UNAVAILABLE]`, nothing falls through.
+//!
+//! Sources do blocking I/O bounded by their `timeout`, on the session's own thread, so a
+//! slow directory holds back only the logins that wait for it.
+
+mod cache;
+mod cdb;
+mod fields;
+mod file;
+mod http;
+pub mod inline;
+mod ldap;
+mod load;
+mod password;
+mod sql;
+mod template;
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::config::{Cidr, Target, TlsMode};
+use crate::imap::sasl::Secret;
+
+pub use load::load;
+
+/// What a lookup knows about the login being routed.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    /// The login name as the client gave it.
+    pub user: &'a str,
+    /// The client's password, when it logged in with one (not for bearer tokens).
+    pub password: Option<&'a Secret>,
+    /// The client's address, when it has one.
+    pub client: Option<SocketAddr>,
+    /// The client connection is TLS.
+    pub tls: bool,
+    /// The client certificate's subject, when it sent one.
+    pub client_cert: Option<&'a str>,
+    /// This is the client's Nth login attempt in the connection (from 1).
+    pub attempt: u32,
+}
+
+/// What a source found for a user.
+#[derive(Debug, Clone)]
+pub enum Found {
+    /// Log in there.
+    Route(Answer),
+    /// `nologin`: the user may not log in through this proxy; `reason` goes to the client.
+    Refused {
+        /// Shown to the client as `NO [ALERT] reason`; none means `NO [UNAVAILABLE]`.
+        reason: Option<String>,
+        /// Hold the answer back this long (nginx's Auth-Wait).
+        wait: Option<Duration>,
+    },
+    /// The source checked the password, and it is wrong.
+    Rejected {
+        /// The source's words for it (auth_http's Auth-Status).
+        text: Option<String>,
+        /// Hold the answer back this long.
+        wait: Option<Duration>,
+    },
+}
+
+/// Where and as whom to log in.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub to: Destination,
+    /// The login to present to the backend, when not the client's.
+    pub destuser: Option<String>,
+    /// Log in as this master user, with the user as authorization identity.
+    pub master: Option<(String, Secret)>,
+    /// The password to present to the backend instead of the client's.
+    pub pass: Option<Secret>,
+    /// The source verified the client's own password.
+    pub verified: bool,
+}
+
+/// Where an answer sends a login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// A configured backend or pool.
+    Target(Target),
+    /// A server the configuration does not name (allowed by the map's `allow_hosts`).
+    Host { host: String, port: Option<u16>, tls: Option<TlsMode> },
+    /// The answer names none: the map's `default`.
+    Default,
+}
+
+/// The result of asking a map.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Found(Found),
+    /// The map does not know the user and has no default.
+    NotFound,
+    /// The source could not answer (down, slow, garbage): the reason, for the log.
+    Failed(String),
+}
+
+/// A place logins are looked up in.
+pub(crate) trait Source: Send + Sync {
+    /// `Ok(None)` when the source does not know the user.
+    fn find(&self, q: &Query<'_>) -> Result<Option<Found>, String>;
+
+    /// True when `find` checks the user's own password (only then may an answer
+    /// substitute a master user or another password).
+    fn verifies(&self) -> bool {
+        false
+    }
+
+    /// What the answer depends on, for the cache key: the login name, and the password
+    /// for a source that checks it.
+    fn depends_on(&self, q: &Query<'_>) -> Vec<Secret> {
+        let mut parts = vec![Secret::new(q.user.as_bytes().to_vec())];
+        if self.verifies() {
+            parts.push(q.password.cloned().unwrap_or_else(|| Secret::new(Vec::new())));
+        }
+        parts
+    }
+}
+
+/// One `[map NAME]`: a source with the settings every map has.
+pub struct Lookup {
+    pub name: String,
+    source: Kind,
+    default: Option<Target>,
+    allow_hosts: Vec<Cidr>,
+    /// The configured backend whose settings ad-hoc hosts take (port, TLS, login).
+    pub host_defaults: Option<usize>,
+    /// `master_user` and `master_password` of the map.
+    master: Option<(String, Secret)>,
+    cache: Option<cache::Cache>,
+}
+
+impl std::fmt::Debug for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Lookup({})", self.name)
+    }
+}
+
+/// Where a map's answers come from.
+enum Kind {
+    One(Box<dyn Source>),
+    /// `type = chain`: the maps in order; the first that knows the user answers, and one
+    /// that fails ends the lookup (nothing falls through to the next).
+    Chain(Vec<std::sync::Arc<Lookup>>),
+}
+
+impl Lookup {
+    /// Asks the map about `q`: the cache, then the source; the map's default when the
+    /// source does not know the user; the policy on every answer.
+    pub fn find(&self, q: &Query<'_>) -> Outcome {
+        let source = match &self.source {
+            Kind::One(source) => source,
+            Kind::Chain(maps) => {
+                for map in maps {
+                    match map.find(q) {
+                        Outcome::NotFound => continue,
+                        decided => return decided,
+                    }
+                }
+                return self.settle(None);
+            }
+        };
+        let key = self.cache.as_ref().map(|cache| {
+            let parts = source.depends_on(q);
+            cache.key(&parts.iter().map(Secret::expose).collect::<Vec<_>>())
+        });
+        if let (Some(cache), Some(key)) = (&self.cache, &key) {
+            if let Some(hit) = cache.fresh(key) {
+                return self.settle(hit);
+            }
+        }
+        let found = match source.find(q) {
+            Ok(found) => found,
+            Err(why) => {
+                let stale = match (&self.cache, &key) {
+                    (Some(cache), Some(key)) => cache.stale(key),
+                    _ => None,
+                };
+                return match stale {
+                    Some(entry) => {
+                        log::warn!("map {}: {why}; answering from the cache", self.name);
+                        self.settle(entry)
+                    }
+                    None => Outcome::Failed(why),
+                };
+            }
+        };
+        if let (Some(cache), Some(key)) = (&self.cache, key) {
+            cache.store(key, found.clone());
+        }
+        self.settle(found)
+    }
+
+    /// The map's policy on what a source found.
+    fn settle(&self, found: Option<Found>) -> Outcome {
+        let Some(found) = found else {
+            return match self.default {
+                Some(target) => Outcome::Found(Found::Route(Answer::to(target))),
+                None => Outcome::NotFound,
+            };
+        };
+        let Found::Route(mut answer) = found else { return Outcome::Found(found) };
+        if answer.to == Destination::Default {
+            match self.default {
+                Some(target) => answer.to = Destination::Target(target),
+                None => return Outcome::Failed("the answer names no backend or host".into()),
+            }
+        }
+        if let Destination::Host { host, .. } = &answer.to {
+            if let Err(why) = self.host_allowed(host) {
+                return Outcome::Failed(why);
+            }
+        }
+        if answer.master.is_none() {
+            answer.master = self.master.clone();
+        }
+        if (answer.master.is_some() || answer.pass.is_some()) && !answer.verified {
+            return Outcome::Failed(
+                "the answer substitutes credentials (master or pass) but nothing verified \
+                 the user's own password"
+                    .into(),
+            );
+        }
+        Outcome::Found(Found::Route(answer))
+    }
+
+    /// A host answer must lie inside `allow_hosts`: every address it resolves to, so a
+    /// directory that was tampered with cannot send passwords elsewhere.
+    fn host_allowed(&self, host: &str) -> Result<(), String> {
+        if self.allow_hosts.is_empty() {
+            return Err(format!("the answer names host {host:?}, but the map has no allow_hosts"));
+        }
+        let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => (host, 0)
+                .to_socket_addrs()
+                .map_err(|e| format!("host {host:?} does not resolve: {e}"))?
+                .map(|a| a.ip())
+                .collect(),
+        };
+        let inside = |ip: &IpAddr| self.allow_hosts.iter().any(|c| c.contains(*ip));
+        if addrs.is_empty() || !addrs.iter().all(inside) {
+            return Err(format!("the answer names host {host:?}, outside allow_hosts"));
+        }
+        Ok(())
+    }
+}
+
+impl Answer {
+    /// A plain route to `target`, nothing substituted.
+    pub fn to(target: Target) -> Answer {
+        Answer {
+            to: Destination::Target(target),
+            destuser: None,
+            master: None,
+            pass: None,
+            verified: false,
+        }
+    }
+}
