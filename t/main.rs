@@ -12,6 +12,7 @@ mod daemon;
 mod inetd;
 mod limits;
 mod login;
+mod lookups;
 mod relay;
 mod routing;
 mod rules;

@@ -23,22 +23,31 @@ const MAX_DATA: u32 = 64 * 1024;
 pub struct CdbMap {
     path: PathBuf,
     targets: HashMap<String, Target>,
+    /// The file as opened at start-up, for when the path is out of reach (a chroot).
+    opened: File,
 }
 
 impl CdbMap {
     /// Checks that `path` opens and reads as a CDB.
     pub fn open(path: &Path, targets: HashMap<String, Target>) -> Result<CdbMap, String> {
-        let map = CdbMap { path: path.to_path_buf(), targets };
-        let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-        get(&file, b"*").map_err(|e| format!("not a CDB: {e}"))?;
-        Ok(map)
+        let opened = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+        get(&opened, b"*").map_err(|e| format!("not a CDB: {e}"))?;
+        Ok(CdbMap { path: path.to_path_buf(), targets, opened })
     }
 }
 
 impl Source for CdbMap {
     fn find(&self, q: &Query<'_>) -> Result<Option<Found>, String> {
-        let file = File::open(&self.path)
-            .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
+        // The current file (one replaced by a rename is used at once); the one opened at
+        // start-up only when the path is no longer readable (after the privilege drop),
+        // never when it is gone: a removed map is a failure.
+        let file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                self.opened.try_clone().map_err(|e| e.to_string())?
+            }
+            Err(e) => return Err(format!("cannot open {}: {e}", self.path.display())),
+        };
         let wildcard =
             q.user.rsplit_once('@').map(|(_, d)| format!("*@{}", d.to_ascii_lowercase()));
         let keys = [Some(q.user.to_string()), wildcard, Some("*".to_string())];

@@ -171,7 +171,15 @@ impl Loader<'_> {
         let ttl = self.duration(&mut keys, "cache_ttl").unwrap_or_default();
         let negative = self.duration(&mut keys, "negative_ttl").unwrap_or_default();
         let stale = self.duration(&mut keys, "stale_if_error").unwrap_or_default();
-        let master = self.master(&mut keys, source.as_ref(), line);
+        let verifies = match kind_name {
+            "http" => true,
+            "ldap" | "sql" => keys
+                .keys
+                .iter()
+                .any(|(k, v, _)| k == "verify_password" && parse_yes_no(v) == Ok(true)),
+            _ => false,
+        };
+        let master = self.master(&mut keys, verifies, line);
         if kind_name == "chain" {
             for key in ["cache_ttl", "negative_ttl", "stale_if_error", "master_user", "allow_hosts"]
             {
@@ -456,7 +464,7 @@ impl Loader<'_> {
     fn master(
         &mut self,
         keys: &mut Keys<'_>,
-        source: Option<&Kind>,
+        verifies: bool,
         line: usize,
     ) -> Option<(String, Secret)> {
         let user = keys.get("master_user");
@@ -468,10 +476,6 @@ impl Loader<'_> {
                 None
             }
             (Some((u, l)), Some((p, _))) => {
-                let verifies = match source {
-                    Some(Kind::One(s)) => s.verifies(),
-                    Some(Kind::Chain(_)) | None => true,
-                };
                 if !verifies {
                     self.err(
                         l.max(line),

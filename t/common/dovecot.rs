@@ -16,6 +16,9 @@ use super::{free_port, require_tool, stop_child, tail, wait_for_port, TempDir};
 /// passwd-file format splits on `:` only, so all of these are expressible.
 pub const TRICKY_PASSWORD: &str = "p a\"s\\s é";
 
+/// The password of the master user `admin` of [`Dovecot::start_with_master`].
+pub const MASTER_PASSWORD: &str = "master-pw-71";
+
 pub struct Dovecot {
     child: Option<Child>,
     pub port: u16,
@@ -83,6 +86,16 @@ impl Dovecot {
     /// generated configuration.
     pub fn start_with(extra: &str) -> Dovecot {
         Dovecot::start_configured(extra, false, &[])
+    }
+
+    /// A Dovecot that also takes master-user logins: `admin` with the password
+    /// [`MASTER_PASSWORD`] may log in as any user, by AUTHENTICATE PLAIN with the user as
+    /// authorization identity (or `user*admin` with LOGIN).
+    pub fn start_with_master() -> Dovecot {
+        let extra = "auth_master_user_separator = *\n\
+                     passdb {\n  driver = passwd-file\n  args = @DIR@/masters\n  master = yes\n  pass = yes\n}\n";
+        let masters = format!("admin:{{PLAIN}}{MASTER_PASSWORD}::::::\n");
+        Dovecot::start_configured(extra, false, &[("masters", masters)])
     }
 
     /// A Dovecot that also takes XOAUTH2 and OAUTHBEARER: an oauth2 passdb checks each

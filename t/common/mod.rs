@@ -4,13 +4,16 @@
 
 #![allow(dead_code)] // not every test module uses every helper
 
+pub mod auth_http;
 pub mod certs;
 pub mod client;
 pub mod cyrus;
 pub mod dovecot;
 pub mod fake_backend;
 pub mod oauth;
+pub mod postgres;
 pub mod proxy;
+pub mod slapd;
 pub mod tls_client;
 pub mod tls_dovecot;
 

@@ -66,6 +66,11 @@ impl Proxy {
         panic!("imapgate did not start listening within 10 s:\n{last}");
     }
 
+    /// The imapgate process's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("imapgate runs").id()
+    }
+
     pub fn dir(&self) -> &TempDir {
         &self.dir
     }
