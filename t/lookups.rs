@@ -58,7 +58,7 @@ fn landed(port: u16, user: &str, pass: &str) -> String {
     let mut c = Client::connect(port);
     let r = c.try_login(user, pass);
     let answer = text(last_line(&r)).trim_end().to_string();
-    if !answer.split(' ').nth(1).is_some_and(|s| s == "OK") {
+    if answer.split(' ').nth(1).is_none_or(|s| s != "OK") {
         return answer.split_once(' ').map_or(answer.clone(), |(_, rest)| rest.to_string());
     }
     c.cmd_ok("S", "SELECT INBOX");
