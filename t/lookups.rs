@@ -480,3 +480,40 @@ fn t_reports_lookup_problems_at_their_lines() {
         assert!(err.contains(needle), "{needle:?} not in:\n{err}");
     }
 }
+
+#[test]
+fn lookups_work_after_the_privilege_drop_in_both_process_models() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let two = Two::start();
+    two.seed(&["u1", "u2"]);
+    let ldap = Slapd::start(&ldap_people());
+    for mode in ["thread", "fork"] {
+        // The jail holds the map file; the configuration names it by its full path.
+        let jail = TempDir::new("jail");
+        std::fs::create_dir_all(jail.join("maps")).unwrap();
+        let path = write(&jail, "maps/users.map", "u1 b\n");
+        let map = format!(
+            "[map files]\ntype = file\npath = {path}\n\n{}\n\n[map users]\ntype = chain\nmaps = files, directory\n",
+            ldap_map(&ldap.url(), "").replace("[map users]", "[map directory]")
+        );
+        let config = two.config(&map).replace(
+            "[global]\n",
+            &format!(
+                "[global]\nuser = nobody\ngroup = nogroup\nchroot = {}\nmode = {mode}\n",
+                jail.path().display()
+            ),
+        );
+        let px = Proxy::start(&config);
+        assert_eq!(landed(px.port, "u1", "secret"), "on-b-u1", "{mode}: the file, inside the jail");
+        assert_eq!(landed(px.port, "u2", "ldap-pw-2"), "on-b-u2", "{mode}: the directory");
+        std::fs::write(jail.join("maps/users.map"), "u1 a\n").unwrap();
+        assert_eq!(
+            landed(px.port, "u1", "secret"),
+            "on-a-u1",
+            "{mode}: the changed file, read in the jail"
+        );
+    }
+}

@@ -11,17 +11,16 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
 
 use super::file::parse_record;
-use super::{Found, Query, Source};
+use super::{Found, Place, Query, Source};
 use crate::config::Target;
 
 /// The longest record data imapgate reads (a record is one line of a map).
 const MAX_DATA: u32 = 64 * 1024;
 
 pub struct CdbMap {
-    path: PathBuf,
+    place: Place,
     targets: HashMap<String, Target>,
     /// The file as opened at start-up, for when the path is out of reach (a chroot).
     opened: File,
@@ -29,10 +28,10 @@ pub struct CdbMap {
 
 impl CdbMap {
     /// Checks that `path` opens and reads as a CDB.
-    pub fn open(path: &Path, targets: HashMap<String, Target>) -> Result<CdbMap, String> {
-        let opened = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    pub fn open(place: Place, targets: HashMap<String, Target>) -> Result<CdbMap, String> {
+        let opened = File::open(&place.path).map_err(|e| format!("cannot open: {e}"))?;
         get(&opened, b"*").map_err(|e| format!("not a CDB: {e}"))?;
-        Ok(CdbMap { path: path.to_path_buf(), targets, opened })
+        Ok(CdbMap { place, targets, opened })
     }
 }
 
@@ -41,25 +40,26 @@ impl Source for CdbMap {
         // The current file (one replaced by a rename is used at once); the one opened at
         // start-up only when the path is no longer readable (after the privilege drop),
         // never when it is gone: a removed map is a failure.
-        let file = match File::open(&self.path) {
+        let file = match self.place.with(|p| File::open(p)) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 self.opened.try_clone().map_err(|e| e.to_string())?
             }
-            Err(e) => return Err(format!("cannot open {}: {e}", self.path.display())),
+            Err(e) => return Err(format!("cannot open {}: {e}", self.place.path.display())),
         };
         let wildcard =
             q.user.rsplit_once('@').map(|(_, d)| format!("*@{}", d.to_ascii_lowercase()));
         let keys = [Some(q.user.to_string()), wildcard, Some("*".to_string())];
         for key in keys.iter().flatten() {
-            let data =
-                get(&file, key.as_bytes()).map_err(|e| format!("{}: {e}", self.path.display()))?;
+            let data = get(&file, key.as_bytes())
+                .map_err(|e| format!("{}: {e}", self.place.path.display()))?;
             if let Some(data) = data {
-                let text = String::from_utf8(data)
-                    .map_err(|_| format!("{}: record {key:?} is not UTF-8", self.path.display()))?;
+                let text = String::from_utf8(data).map_err(|_| {
+                    format!("{}: record {key:?} is not UTF-8", self.place.path.display())
+                })?;
                 return parse_record(&text, &self.targets)
                     .map(Some)
-                    .map_err(|e| format!("{}: record {key:?}: {e}", self.path.display()));
+                    .map_err(|e| format!("{}: record {key:?}: {e}", self.place.path.display()));
             }
         }
         Ok(None)
@@ -160,7 +160,7 @@ pub mod tests {
         assert_eq!(get(&file, b"nobody").unwrap(), None);
         assert_eq!(hash(b""), 5381);
         std::fs::write(&path, b"short").unwrap();
-        assert!(CdbMap::open(&path, HashMap::new()).is_err());
+        assert!(CdbMap::open(Place::new(&path, None), HashMap::new()).is_err());
         std::fs::remove_file(&path).unwrap();
     }
 }

@@ -17,18 +17,17 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
 use super::fields::Fields;
-use super::{Found, Query, Source};
+use super::{Found, Place, Query, Source};
 use crate::config::Target;
 
 /// Records keyed by login (`*@domain` keys in lower case).
 pub type Table = HashMap<String, Found>;
 
 pub struct FileMap {
-    path: PathBuf,
+    place: Place,
     targets: HashMap<String, Target>,
     loaded: RwLock<(Stamp, Table)>,
 }
@@ -37,32 +36,32 @@ pub struct FileMap {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Stamp(u64, u64, i64, i64);
 
-fn stamp(path: &Path) -> std::io::Result<Stamp> {
-    let m = std::fs::metadata(path)?;
+fn stamp(place: &Place) -> std::io::Result<Stamp> {
+    let m = place.with(|p| std::fs::metadata(p))?;
     Ok(Stamp(m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
 impl FileMap {
     /// Reads `path`; errors are `(line, message)` of the data file.
     pub fn open(
-        path: &Path,
+        place: Place,
         targets: HashMap<String, Target>,
     ) -> Result<FileMap, Vec<(usize, String)>> {
-        let (stamp, table) = read(path, &targets)?;
-        Ok(FileMap { path: path.to_path_buf(), targets, loaded: RwLock::new((stamp, table)) })
+        let (stamp, table) = read(&place, &targets)?;
+        Ok(FileMap { place, targets, loaded: RwLock::new((stamp, table)) })
     }
 
     /// Reads the file again if it changed since it was read.
     fn refresh(&self) {
-        let Ok(now) = stamp(&self.path) else { return };
+        let Ok(now) = stamp(&self.place) else { return };
         if self.loaded.read().unwrap_or_else(|p| p.into_inner()).0 == now {
             return;
         }
-        match read(&self.path, &self.targets) {
+        match read(&self.place, &self.targets) {
             Ok(fresh) => {
                 log::info!(
                     "map file {}: read again ({} records)",
-                    self.path.display(),
+                    self.place.path.display(),
                     fresh.1.len()
                 );
                 *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = fresh;
@@ -71,7 +70,7 @@ impl FileMap {
                 for (line, msg) in errors {
                     log::error!(
                         "{}:{line}: {msg} (the previous version stays in use)",
-                        self.path.display()
+                        self.place.path.display()
                     );
                 }
                 // Not reported again until the file changes once more.
@@ -97,12 +96,12 @@ pub fn find<'t>(table: &'t Table, user: &str) -> Option<&'t Found> {
 }
 
 fn read(
-    path: &Path,
+    place: &Place,
     targets: &HashMap<String, Target>,
 ) -> Result<(Stamp, Table), Vec<(usize, String)>> {
     let io = |e: std::io::Error| vec![(0, format!("cannot read: {e}"))];
-    let before = stamp(path).map_err(io)?;
-    let text = std::fs::read_to_string(path).map_err(io)?;
+    let before = stamp(place).map_err(io)?;
+    let text = place.with(|p| std::fs::read_to_string(p)).map_err(io)?;
     let mut table = Table::new();
     let mut lines: HashMap<String, usize> = HashMap::new();
     let mut errors = Vec::new();
@@ -193,6 +192,7 @@ fn split(text: &str) -> Result<Vec<String>, String> {
 mod tests {
     use super::*;
     use crate::lookup::Destination;
+    use std::path::{Path, PathBuf};
 
     fn targets() -> HashMap<String, Target> {
         [("a".to_string(), Target::Backend(0)), ("b".to_string(), Target::Backend(1))].into()
@@ -221,7 +221,7 @@ mod tests {
             &dir,
             "# comment\nalice a\n*@Example.ORG b\nbob@example.org 10.0.0.9:1143 tls=starttls\n",
         );
-        let map = FileMap::open(&path, targets()).unwrap();
+        let map = FileMap::open(Place::new(&path, None), targets()).unwrap();
         assert_eq!(route(&map, "alice"), Some(Destination::Target(Target::Backend(0))));
         assert_eq!(route(&map, "x@EXAMPLE.org"), Some(Destination::Target(Target::Backend(1))));
         assert_eq!(
@@ -251,7 +251,7 @@ mod tests {
             "alice a\nalice b\nbob a colour=red\ncarol a master=admin pass=x\ndave\n\
              erin nologin reason=\"Moved away\"\nfrank a reason=\"open\n",
         );
-        let errors = FileMap::open(&path, targets()).err().unwrap();
+        let errors = FileMap::open(Place::new(&path, None), targets()).err().unwrap();
         let lines: Vec<usize> = errors.iter().map(|e| e.0).collect();
         assert_eq!(lines, [2, 3, 4, 5, 7], "{errors:?}");
         assert!(errors[0].1.contains("listed twice (first at line 1)"));

@@ -26,11 +26,10 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::fields::Fields;
-use super::{Found, Query, Source};
+use super::{Found, Place, Query, Source};
 use crate::config::Target;
 use crate::imap::sasl::Secret;
 
@@ -41,7 +40,7 @@ const MAX_ANSWER: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     Tcp { addrs: Vec<SocketAddr>, host: String },
-    Unix(PathBuf),
+    Unix(Place),
 }
 
 pub struct HttpMap {
@@ -56,11 +55,12 @@ impl HttpMap {
     /// `url` in nginx's forms; a host name is resolved now (before any chroot).
     pub fn new(
         url: &str,
+        chroot: Option<&std::path::Path>,
         headers: Vec<(String, String)>,
         timeout: Duration,
         targets: HashMap<String, Target>,
     ) -> Result<HttpMap, String> {
-        let (endpoint, path) = parse_url(url)?;
+        let (endpoint, path) = parse_url(url, chroot)?;
         Ok(HttpMap { endpoint, path, headers, timeout, targets })
     }
 
@@ -127,9 +127,10 @@ impl HttpMap {
                 conn.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
                 Box::new(conn)
             }
-            Endpoint::Unix(path) => {
-                let conn = UnixStream::connect(path)
-                    .map_err(|e| format!("connect to {}: {e}", path.display()))?;
+            Endpoint::Unix(place) => {
+                let conn = place
+                    .with(|p| UnixStream::connect(p))
+                    .map_err(|e| format!("connect to {}: {e}", place.path.display()))?;
                 conn.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
                 conn.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
                 Box::new(conn)
@@ -228,7 +229,10 @@ impl Source for HttpMap {
 }
 
 /// `http://HOST[:PORT]/PATH` or `unix:/PATH/TO/SOCKET[:/URI]`.
-pub fn parse_url(url: &str) -> Result<(Endpoint, String), String> {
+pub fn parse_url(
+    url: &str,
+    chroot: Option<&std::path::Path>,
+) -> Result<(Endpoint, String), String> {
     if let Some(rest) = url.strip_prefix("unix:") {
         let (socket, uri) = match rest.split_once(":/") {
             Some((s, u)) => (s, format!("/{u}")),
@@ -237,7 +241,7 @@ pub fn parse_url(url: &str) -> Result<(Endpoint, String), String> {
         if !socket.starts_with('/') {
             return Err(format!("unix socket path {socket:?} must be absolute"));
         }
-        return Ok((Endpoint::Unix(PathBuf::from(socket)), uri));
+        return Ok((Endpoint::Unix(Place::new(std::path::Path::new(socket), chroot)), uri));
     }
     let rest = url
         .strip_prefix("http://")
@@ -324,13 +328,23 @@ mod tests {
 
     #[test]
     fn urls_in_nginx_forms() {
-        let (e, p) = parse_url("http://127.0.0.1:9000/auth?x=1").unwrap();
+        let (e, p) = parse_url("http://127.0.0.1:9000/auth?x=1", None).unwrap();
         assert_eq!(p, "/auth?x=1");
         assert!(matches!(e, Endpoint::Tcp { ref addrs, .. } if addrs[0].port() == 9000));
-        let (e, p) = parse_url("unix:/run/auth.sock:/mail/auth").unwrap();
-        assert_eq!((e, p.as_str()), (Endpoint::Unix("/run/auth.sock".into()), "/mail/auth"));
-        assert!(parse_url("https://x/").is_err());
-        assert!(parse_url("unix:relative.sock").is_err());
+        let (e, p) =
+            parse_url("unix:/srv/jail/run/auth.sock:/mail/auth", Some("/srv/jail".as_ref()))
+                .unwrap();
+        let Endpoint::Unix(place) = e else { panic!() };
+        assert_eq!(
+            (place.path.to_str(), p.as_str()),
+            (Some("/srv/jail/run/auth.sock"), "/mail/auth")
+        );
+        assert_eq!(
+            place,
+            Place::new("/srv/jail/run/auth.sock".as_ref(), Some("/srv/jail".as_ref()))
+        );
+        assert!(parse_url("https://x/", None).is_err());
+        assert!(parse_url("unix:relative.sock", None).is_err());
     }
 
     #[test]

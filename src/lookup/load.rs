@@ -16,7 +16,7 @@ use super::inline::Inline;
 use super::ldap::{self, LdapMap, Scope};
 use super::sql::SqlMap;
 use super::template::Template;
-use super::{fields, Kind, Lookup};
+use super::{fields, Kind, Lookup, Place};
 use crate::config::{
     parse_duration, parse_yes_no, Cidr, Config, ConfigError, ConfigErrors, MapKind,
 };
@@ -111,6 +111,11 @@ impl Loader<'_> {
     fn path(&self, value: &str) -> PathBuf {
         let base = self.config.path.parent().unwrap_or(Path::new(""));
         base.join(value)
+    }
+
+    /// The chroot imapgate will run in, for paths it opens after the drop.
+    fn chroot(&self) -> Option<&Path> {
+        self.config.global.daemon.chroot.as_ref().map(|c| c.value.as_path())
     }
 
     fn build(&mut self, i: usize, stack: &mut Vec<usize>) -> Option<Arc<Lookup>> {
@@ -257,7 +262,7 @@ impl Loader<'_> {
     ) -> Option<Kind> {
         let (v, _) = self.required(keys, "path", line)?;
         let path = self.path(v);
-        match FileMap::open(&path, targets) {
+        match FileMap::open(Place::new(&path, self.chroot()), targets) {
             Ok(map) => Some(Kind::One(Box::new(map))),
             Err(errors) => {
                 for (l, msg) in errors {
@@ -276,7 +281,7 @@ impl Loader<'_> {
     ) -> Option<Kind> {
         let (v, l) = self.required(keys, "path", line)?;
         let path = self.path(v);
-        match CdbMap::open(&path, targets) {
+        match CdbMap::open(Place::new(&path, self.chroot()), targets) {
             Ok(map) => Some(Kind::One(Box::new(map))),
             Err(m) => {
                 self.err(l, format!("path: {}: {m}", path.display()));
@@ -306,7 +311,7 @@ impl Loader<'_> {
             }
         }
         let (url, l) = url?;
-        match HttpMap::new(url, headers, timeout, targets) {
+        match HttpMap::new(url, self.chroot(), headers, timeout, targets) {
             Ok(map) => Some(Kind::One(Box::new(map))),
             Err(m) => {
                 self.err(l, format!("url: {m}"));
@@ -393,7 +398,7 @@ impl Loader<'_> {
             Some((path, _)) => crate::net::tls::lookup_client(Some(path)),
             None => crate::net::tls::lookup_client(None),
         };
-        let endpoint = match ldap::parse_url(url, tls) {
+        let endpoint = match ldap::parse_url(url, self.chroot(), tls) {
             Ok(e) => e,
             Err(m) => {
                 self.err(ca.as_ref().map_or(url_line, |c| c.1).max(url_line), format!("url: {m}"));
@@ -428,7 +433,7 @@ impl Loader<'_> {
             Some(path) if !path.starts_with('/') => format!("sqlite:{}", self.path(path).display()),
             _ => database.to_string(),
         };
-        match SqlMap::new(&database, query, verify_password, timeout, targets) {
+        match SqlMap::new(&database, self.chroot(), query, verify_password, timeout, targets) {
             Ok(map) => Some(Kind::One(Box::new(map))),
             Err(m) => {
                 let at = if m.contains("query") || m.contains('%') { ql } else { dl };

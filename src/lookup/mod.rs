@@ -257,6 +257,38 @@ impl Lookup {
     }
 }
 
+/// A file or socket a source opens while imapgate runs: by its path, and once imapgate
+/// runs inside its chroot, by the same path seen from inside (the chroot's prefix
+/// removed). So a map file or socket under the chroot is named by its full path and
+/// works before and after the privilege drop, in both process models.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    pub path: std::path::PathBuf,
+    inside: Option<std::path::PathBuf>,
+}
+
+impl Place {
+    pub fn new(path: &std::path::Path, chroot: Option<&std::path::Path>) -> Place {
+        let inside = chroot
+            .and_then(|root| path.strip_prefix(root).ok())
+            .map(|rest| std::path::Path::new("/").join(rest));
+        Place { path: path.to_path_buf(), inside }
+    }
+
+    /// `f` on the path, or on the path inside the chroot when the first is not there.
+    pub fn with<T>(
+        &self,
+        f: impl Fn(&std::path::Path) -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        match (f(&self.path), &self.inside) {
+            (Err(e), Some(inside)) if e.kind() == std::io::ErrorKind::NotFound => {
+                f(inside).map_err(|_| e)
+            }
+            (result, _) => result,
+        }
+    }
+}
+
 impl Answer {
     /// A plain route to `target`, nothing substituted.
     pub fn to(target: Target) -> Answer {
@@ -267,5 +299,20 @@ impl Answer {
             pass: None,
             verified: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn a_place_is_found_from_inside_the_chroot_when_its_path_is_not_there() {
+        let place = Place::new(Path::new("/no-such-jail/tmp"), Some(Path::new("/no-such-jail")));
+        assert!(place.with(|p| std::fs::metadata(p)).is_ok_and(|m| m.is_dir()));
+        let outside = Place::new(Path::new("/no-such-dir/x"), Some(Path::new("/srv/jail")));
+        let e = outside.with(|p| std::fs::metadata(p)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
     }
 }

@@ -16,7 +16,6 @@ pub mod filter;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +24,7 @@ use rustls::ClientConfig;
 
 use super::fields::Fields;
 use super::template::Template;
-use super::{Found, Query, Source};
+use super::{Found, Place, Query, Source};
 use crate::config::Target;
 use crate::imap::sasl::Secret;
 use crate::net::transport::Transport;
@@ -41,7 +40,7 @@ const INVALID_CREDENTIALS: i64 = 49;
 #[derive(Debug, Clone)]
 pub enum Endpoint {
     Tcp { addrs: Vec<SocketAddr>, tls: Option<(Arc<ClientConfig>, ServerName<'static>)> },
-    Unix(PathBuf),
+    Unix(Place),
 }
 
 /// Search scope (RFC 4511 §4.5.1.2).
@@ -68,6 +67,7 @@ pub struct LdapMap {
 /// `ldap://HOST[:PORT]`, `ldaps://HOST[:PORT]` or `ldapi://%2FPATH`; names resolved now.
 pub fn parse_url(
     url: &str,
+    chroot: Option<&std::path::Path>,
     tls: impl FnOnce() -> Result<Arc<ClientConfig>, String>,
 ) -> Result<Endpoint, String> {
     if let Some(path) = url.strip_prefix("ldapi://") {
@@ -78,7 +78,7 @@ pub fn parse_url(
                     .into(),
             );
         }
-        return Ok(Endpoint::Unix(PathBuf::from(path)));
+        return Ok(Endpoint::Unix(Place::new(std::path::Path::new(&path), chroot)));
     }
     let (rest, secure) = match (url.strip_prefix("ldap://"), url.strip_prefix("ldaps://")) {
         (Some(r), _) => (r, false),
@@ -148,9 +148,10 @@ impl Conn {
                 }
                 Stream::Tcp(t)
             }
-            Endpoint::Unix(path) => Stream::Unix(
-                UnixStream::connect(path)
-                    .map_err(|e| format!("connect to {}: {e}", path.display()))?,
+            Endpoint::Unix(place) => Stream::Unix(
+                place
+                    .with(|p| UnixStream::connect(p))
+                    .map_err(|e| format!("connect to {}: {e}", place.path.display()))?,
             ),
         };
         Ok(Conn { stream, next_id: 1, deadline, buf: Vec::new() })
@@ -427,12 +428,15 @@ mod tests {
     fn urls() {
         let no_tls = || Err("no".to_string());
         assert!(
-            matches!(parse_url("ldap://127.0.0.1", no_tls).unwrap(), Endpoint::Tcp { addrs, tls: None } if addrs[0].port() == 389)
+            matches!(parse_url("ldap://127.0.0.1", None, no_tls).unwrap(), Endpoint::Tcp { addrs, tls: None } if addrs[0].port() == 389)
         );
         assert!(
-            matches!(parse_url("ldapi://%2Frun%2Fslapd%2Fldapi", no_tls).unwrap(), Endpoint::Unix(p) if p == std::path::Path::new("/run/slapd/ldapi"))
+            matches!(parse_url("ldapi://%2Frun%2Fslapd%2Fldapi", None, no_tls).unwrap(), Endpoint::Unix(p) if p.path == std::path::Path::new("/run/slapd/ldapi"))
         );
-        assert!(parse_url("ldaps://127.0.0.1", no_tls).is_err(), "TLS needs its configuration");
-        assert!(parse_url("http://x", no_tls).is_err());
+        assert!(
+            parse_url("ldaps://127.0.0.1", None, no_tls).is_err(),
+            "TLS needs its configuration"
+        );
+        assert!(parse_url("http://x", None, no_tls).is_err());
     }
 }

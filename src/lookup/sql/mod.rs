@@ -38,13 +38,13 @@ pub struct Rows {
 }
 
 /// The driver named by `database`: `postgresql://...` or `sqlite:PATH`.
-pub fn open(database: &str) -> Result<Box<dyn Database>, String> {
+pub fn open(database: &str, chroot: Option<&std::path::Path>) -> Result<Box<dyn Database>, String> {
     if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-        return Ok(Box::new(Postgres::parse(database)?));
+        return Ok(Box::new(Postgres::parse(database, chroot)?));
     }
     if let Some(path) = database.strip_prefix("sqlite:") {
         #[cfg(feature = "sqlite")]
-        return Ok(Box::new(sqlite::Sqlite::open(path)?));
+        return Ok(Box::new(sqlite::Sqlite::open(path, chroot)?));
         #[cfg(not(feature = "sqlite"))]
         return Err(format!(
             "sqlite:{path}: this imapgate was built without SQLite (cargo feature \"sqlite\")"
@@ -66,12 +66,13 @@ pub struct SqlMap {
 impl SqlMap {
     pub fn new(
         database: &str,
+        chroot: Option<&std::path::Path>,
         query: &str,
         verify_password: bool,
         timeout: Duration,
         targets: HashMap<String, Target>,
     ) -> Result<SqlMap, String> {
-        let db = open(database)?;
+        let db = open(database, chroot)?;
         let marker = if database.starts_with("sqlite:") { '?' } else { '$' };
         let template = Template::parse(query)?;
         let mut sql = String::new();

@@ -16,6 +16,7 @@ use ring::{digest, hmac, pbkdf2};
 
 use super::{Database, Rows};
 use crate::imap::sasl::{base64_decode, base64_encode, Secret};
+use crate::lookup::Place;
 
 /// The longest message read from the server.
 const MAX_MESSAGE: usize = 1 << 20;
@@ -23,7 +24,7 @@ const MAX_MESSAGE: usize = 1 << 20;
 #[derive(Debug)]
 enum Address {
     Tcp(Vec<SocketAddr>),
-    Unix(PathBuf),
+    Unix(Place),
 }
 
 #[derive(Debug)]
@@ -38,7 +39,7 @@ impl Postgres {
     /// `postgresql://USER[:PASSWORD]@[HOST][:PORT]/DBNAME[?host=/SOCKET/DIR&port=N]`; a
     /// host name is resolved now, an empty host means the unix socket in
     /// /var/run/postgresql.
-    pub fn parse(url: &str) -> Result<Postgres, String> {
+    pub fn parse(url: &str, chroot: Option<&std::path::Path>) -> Result<Postgres, String> {
         let rest = url
             .strip_prefix("postgresql://")
             .or_else(|| url.strip_prefix("postgres://"))
@@ -73,7 +74,7 @@ impl Postgres {
         }
         let address = if host.is_empty() || host.starts_with('/') {
             let dir = if host.is_empty() { "/var/run/postgresql".to_string() } else { host };
-            Address::Unix(PathBuf::from(format!("{dir}/.s.PGSQL.{port}")))
+            Address::Unix(Place::new(&PathBuf::from(format!("{dir}/.s.PGSQL.{port}")), chroot))
         } else {
             let addrs = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
                 .map_err(|e| format!("cannot resolve {host}: {e}"))?
@@ -195,9 +196,10 @@ impl Postgres {
                 }
                 Box::new(conn.ok_or(last)?)
             }
-            Address::Unix(path) => Box::new(
-                UnixStream::connect(path)
-                    .map_err(|e| format!("connect to {}: {e}", path.display()))?,
+            Address::Unix(place) => Box::new(
+                place
+                    .with(|p| UnixStream::connect(p))
+                    .map_err(|e| format!("connect to {}: {e}", place.path.display()))?,
             ),
         };
         let mut conn = Conn { stream, deadline };
@@ -452,16 +454,16 @@ mod tests {
 
     #[test]
     fn urls() {
-        let p = Postgres::parse("postgresql://imapgate:p%40ss@127.0.0.1:5433/mail").unwrap();
+        let p = Postgres::parse("postgresql://imapgate:p%40ss@127.0.0.1:5433/mail", None).unwrap();
         assert!(matches!(p.address, Address::Tcp(ref a) if a[0].port() == 5433));
         assert_eq!((p.user.as_str(), p.dbname.as_str()), ("imapgate", "mail"));
         assert_eq!(p.password.unwrap().expose(), b"p@ss");
-        let p = Postgres::parse("postgres://u@/db?host=/tmp/pg&port=5999").unwrap();
+        let p = Postgres::parse("postgres://u@/db?host=/tmp/pg&port=5999", None).unwrap();
         assert!(
-            matches!(p.address, Address::Unix(ref s) if s == std::path::Path::new("/tmp/pg/.s.PGSQL.5999"))
+            matches!(p.address, Address::Unix(ref s) if s.path == std::path::Path::new("/tmp/pg/.s.PGSQL.5999"))
         );
-        assert!(Postgres::parse("postgresql://u@h/db?sslmode=require").is_err());
-        assert!(Postgres::parse("mysql://u@h/db").is_err());
+        assert!(Postgres::parse("postgresql://u@h/db?sslmode=require", None).is_err());
+        assert!(Postgres::parse("mysql://u@h/db", None).is_err());
     }
 
     #[test]

@@ -3,32 +3,37 @@
 //! from the next login on), with `?1`, `?2`, ... bound, waiting at most the map's
 //! `timeout` for a writer's lock.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use rusqlite::{types::ValueRef, Connection, OpenFlags};
 
 use super::{Database, Rows};
 use crate::imap::sasl::Secret;
+use crate::lookup::Place;
 
 pub struct Sqlite {
-    path: PathBuf,
+    place: Place,
 }
 
 impl Sqlite {
-    pub fn open(path: &str) -> Result<Sqlite, String> {
+    pub fn open(path: &str, chroot: Option<&std::path::Path>) -> Result<Sqlite, String> {
         if path.is_empty() {
             return Err("sqlite: needs a file name".into());
         }
-        Ok(Sqlite { path: PathBuf::from(path) })
+        Ok(Sqlite { place: Place::new(path.as_ref(), chroot) })
     }
 }
 
 impl Database for Sqlite {
     fn query(&self, sql: &str, params: &[String], timeout: Duration) -> Result<Rows, String> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let db = Connection::open_with_flags(&self.path, flags)
-            .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
+        // SQLite reports a missing file as an open error, not NotFound: check first.
+        let path = match self.place.with(|p| std::fs::metadata(p).map(|_| p.to_path_buf())) {
+            Ok(p) => p,
+            Err(e) => return Err(format!("cannot open {}: {e}", self.place.path.display())),
+        };
+        let db = Connection::open_with_flags(&path, flags)
+            .map_err(|e| format!("cannot open {}: {e}", self.place.path.display()))?;
         db.busy_timeout(timeout).map_err(|e| e.to_string())?;
         let mut stmt = db.prepare(sql).map_err(|e| format!("query: {e}"))?;
         let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
