@@ -88,9 +88,12 @@ pub fn capabilities(line: &[u8]) -> Option<Vec<String>> {
 pub fn replace_capabilities(line: &[u8], caps: &[String]) -> Option<Vec<u8>> {
     let list = caps.join(" ");
     let body = line.strip_suffix(b"\r\n").unwrap_or(line);
-    if status(body).and_then(|s| s.code).is_some_and(|c| strip_word(c, b"CAPABILITY").is_some()) {
-        let open = body.iter().position(|&b| b == b'[')?;
-        let close = open + body[open..].iter().position(|&b| b == b']')?;
+    if let Some(Status { tag, status, code: Some(code), .. }) = status(body) {
+        strip_word(code, b"CAPABILITY")?;
+        // The code's bracket comes right after the tag and the status word; a tag may
+        // hold a `[` of its own (tags are astrings), so it is not searched for.
+        let open = tag.len() + 1 + status.len() + 1;
+        let close = open + 1 + code.len();
         let mut out = body[..open].to_vec();
         out.extend_from_slice(format!("[CAPABILITY {list}]").as_bytes());
         out.extend_from_slice(&body[close + 1..]);
@@ -109,6 +112,18 @@ fn strip_word<'a>(s: &'a [u8], word: &[u8]) -> Option<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bracket_in_the_tag_is_not_the_code_s() {
+        let line = b"a[b OK [CAPABILITY IMAP4rev1 X] done\r\n";
+        let caps = ["IMAP4rev1".to_string(), "IDLE".to_string()];
+        let new = replace_capabilities(line, &caps).unwrap();
+        assert_eq!(new, b"a[b OK [CAPABILITY IMAP4rev1 IDLE] done\r\n");
+        // Found by the response fuzz target.
+        let found = b"*\xad\xad'\xad[R\xad\xad\xadt OK [CAPABILITY Ia~ a2 N]2\x00\x00\x00d\x8a\r\n";
+        let new = replace_capabilities(found, &caps).unwrap();
+        assert_eq!(capabilities(&new), Some(caps.to_vec()));
+    }
 
     #[test]
     fn kinds() {

@@ -378,6 +378,12 @@ mod fast_path {
             text(&to_client),
             "* CAPABILITY IMAP4rev1 IDLE LITERAL+\r\na OK [CAPABILITY IMAP4rev1 IDLE LITERAL+] done\r\n"
         );
+        // A tag may hold a `[` (tags are astrings): the code is still the one replaced.
+        w.client_sends(b"b[1 CAPABILITY\r\n");
+        w.pump(Instant::now());
+        w.server_sends(b"b[1 OK [CAPABILITY IMAP4rev1 X] done\r\n");
+        let (_, to_client) = w.pump(Instant::now());
+        assert_eq!(text(&to_client), "b[1 OK [CAPABILITY IMAP4rev1 IDLE LITERAL+] done\r\n");
     }
 
     #[test]
