@@ -150,6 +150,12 @@ pub fn response(data: &[u8]) {
     }
 }
 
+/// `lookup`: the parsers of lookup answers (LDAP, auth_http, PostgreSQL, map records,
+/// bearer tokens) and the LDAP filter escaping; see `lookup::fuzz`.
+pub fn lookup(data: &[u8]) {
+    crate::lookup::fuzz(data);
+}
+
 /// `proxy`: the PROXY header parser never panics, never claims more bytes than it was
 /// given, and reads back what `encode_v2` wrote.
 pub fn proxy(data: &[u8]) {
@@ -229,7 +235,7 @@ mod tests {
     #[test]
     fn every_fuzz_corpus_replays() {
         type Property = fn(&[u8]);
-        let targets: [(&str, Property); 8] = [
+        let targets: [(&str, Property); 9] = [
             ("framer", super::framer),
             ("preauth", super::preauth),
             ("command", super::command),
@@ -238,6 +244,7 @@ mod tests {
             ("config", super::config),
             ("exchange", super::exchange),
             ("smuggling", super::smuggling),
+            ("lookup", super::lookup),
         ];
         for (name, property) in targets {
             let dir =

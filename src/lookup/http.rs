@@ -304,6 +304,15 @@ pub(super) fn unescape(value: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Fuzzing: answers and escapes never panic; escaping is undone exactly.
+#[cfg(any(test, fuzzing))]
+pub fn fuzz(data: &[u8]) {
+    let _ = parse_answer(data);
+    let text = String::from_utf8_lossy(data);
+    let _ = unescape(&text);
+    assert_eq!(unescape(&escape(text.as_bytes())), text);
+}
+
 /// The headers of an HTTP answer with status 200.
 fn parse_answer(answer: &[u8]) -> Result<Vec<(String, String)>, String> {
     let end = answer.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no complete answer")?;

@@ -302,6 +302,37 @@ impl Answer {
     }
 }
 
+/// The `lookup` fuzz target: every parser of what a lookup source sends back, and the
+/// filter escaping, must not panic and must keep its promises. The first byte picks the
+/// parser.
+#[cfg(any(test, fuzzing))]
+pub fn fuzz(data: &[u8]) {
+    let Some((&which, data)) = data.split_first() else { return };
+    let text = String::from_utf8_lossy(data);
+    match which % 6 {
+        0 => ldap::filter::fuzz(&text),
+        1 => ldap::fuzz(data),
+        2 => {
+            use crate::imap::bearer;
+            use crate::imap::sasl::{base64_decode, Mechanism};
+            for mechanism in [Mechanism::XOAuth2, Mechanism::OAuthBearer] {
+                if let Ok(token) = bearer::decode(mechanism, data) {
+                    let again = token.encode(&token.user).expect("a parsed user name can be sent");
+                    let raw = base64_decode(again.expose()).expect("base64");
+                    let back = bearer::decode(mechanism, &raw).expect("imapgate's encoding parses");
+                    assert_eq!(back.user, token.user);
+                }
+            }
+        }
+        3 => {
+            let targets = [("a".to_string(), Target::Backend(0))].into();
+            let _ = file::parse_record(&text, &targets);
+        }
+        4 => http::fuzz(data),
+        _ => sql::fuzz(data),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,14 @@
 
 use ring::digest::{self, Algorithm};
 
+/// The most work one check may cost, whatever a row says: a hash with higher costs is an
+/// error, not a login that takes minutes or gigabytes (Dovecot's defaults are far below).
+const MAX_SHA_ROUNDS: u64 = 1_000_000;
+const MAX_BCRYPT_COST: u32 = 16;
+const MAX_ARGON2_KIB: u32 = 256 * 1024;
+const MAX_ARGON2_PASSES: u32 = 16;
+const MAX_ARGON2_LANES: u32 = 16;
+
 /// Whether `password` matches `stored`; `Err` for a scheme imapgate does not support or a
 /// malformed hash.
 pub fn verify(stored: &str, password: &[u8]) -> Result<bool, String> {
@@ -19,11 +27,22 @@ pub fn verify(stored: &str, password: &[u8]) -> Result<bool, String> {
         ("SHA512-CRYPT" | "", "6") => sha_crypt(hash, password, &digest::SHA512, "6"),
         ("SHA256-CRYPT" | "", "5") => sha_crypt(hash, password, &digest::SHA256, "5"),
         ("BLF-CRYPT" | "", "2y" | "2b" | "2a") => {
+            let cost: u32 = hash.split('$').nth(2).and_then(|c| c.parse().ok()).ok_or("bad BLF-CRYPT hash")?;
+            if cost > MAX_BCRYPT_COST {
+                return Err(format!("BLF-CRYPT cost {cost} is over {MAX_BCRYPT_COST}"));
+            }
             bcrypt::verify(password, hash).map_err(|e| format!("bad BLF-CRYPT hash: {e}"))
         }
         ("ARGON2ID" | "ARGON2I" | "", "argon2id" | "argon2i") => {
             use argon2::password_hash::{PasswordHash, PasswordVerifier};
             let parsed = PasswordHash::new(hash).map_err(|e| format!("bad ARGON2 hash: {e}"))?;
+            let params = argon2::Params::try_from(&parsed).map_err(|e| format!("bad ARGON2 hash: {e}"))?;
+            if params.m_cost() > MAX_ARGON2_KIB
+                || params.t_cost() > MAX_ARGON2_PASSES
+                || params.p_cost() > MAX_ARGON2_LANES
+            {
+                return Err("ARGON2 costs over the limit (256 MiB, 16 passes, 16 lanes)".into());
+            }
             Ok(argon2::Argon2::default().verify_password(password, &parsed).is_ok())
         }
         (scheme, _) => Err(format!(
@@ -48,7 +67,10 @@ fn sha_crypt(
         Some(r) => {
             let (n, rest) = r.split_once('$').ok_or_else(bad)?;
             let n: u64 = n.parse().map_err(|_| bad())?;
-            (n.clamp(1000, 999_999_999), rest)
+            if n > MAX_SHA_ROUNDS {
+                return Err(format!("${id}$ rounds {n} is over {MAX_SHA_ROUNDS}"));
+            }
+            (n.max(1000), rest)
         }
         None => (5000, rest),
     };
@@ -171,5 +193,14 @@ mod tests {
         assert!(verify("{PLAIN}secret", b"secret").unwrap_err().contains("unsupported"));
         assert!(verify("{MD5-CRYPT}$1$x$y", b"secret").is_err());
         assert!(verify("{SHA512-CRYPT}garbage", b"secret").is_err());
+        // Costs a row may not impose.
+        assert!(verify("$6$rounds=999999999$salt$x", b"s").unwrap_err().contains("over"));
+        assert!(verify(
+            "{BLF-CRYPT}$2y$31$UzorkCxkIQTHmb8jePD5Oec0/79dCuqLHi9spcDohV4V70LTIDvt6",
+            b"s"
+        )
+        .unwrap_err()
+        .contains("over"));
+        assert!(verify("{ARGON2ID}$argon2id$v=19$m=4194304,t=3,p=1$r32nrr019YcL68W/eEd0Yw$61eUrCmZr+9Mh9xm3Lqb71BzPOWRXBcGAOoDuegc3s4", b"s").unwrap_err().contains("over"));
     }
 }

@@ -151,6 +151,16 @@ impl Parser<'_> {
     }
 }
 
+/// Fuzzing: any string encodes or fails cleanly, and an escaped value is one value.
+#[cfg(any(test, fuzzing))]
+pub fn fuzz(text: &str) {
+    let _ = encode(text);
+    let encoded =
+        encode(&format!("(uid={})", escape(text))).expect("an escaped value always parses");
+    assert_eq!(encoded[0], 0xa3, "an escaped value stays one equality match");
+    assert!(encoded.ends_with(text.as_bytes()));
+}
+
 /// `\XX` escapes to bytes.
 fn unescape(raw: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(raw.len());

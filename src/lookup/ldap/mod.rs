@@ -333,6 +333,19 @@ fn entry(content: &[u8]) -> Result<Entry, String> {
     Ok(Entry { dn, attrs })
 }
 
+/// Fuzzing: what a directory sends is decoded without panics and without reading past
+/// what it announced.
+#[cfg(any(test, fuzzing))]
+pub fn fuzz(data: &[u8]) {
+    if let Ok(Some((tlv, used))) = ber::parse(data) {
+        assert!(used <= data.len());
+        let _ = entry(tlv.content);
+        let _ = result(tlv.content);
+        let mut r = tlv.reader();
+        while r.next().is_ok() {}
+    }
+}
+
 impl Source for LdapMap {
     fn find(&self, q: &Query<'_>) -> Result<Option<Found>, String> {
         let filter = filter::encode(&self.filter.expand(q, filter::escape))?;

@@ -25,6 +25,9 @@ use crate::imap::sasl::Secret;
 
 pub use postgres::Postgres;
 
+#[cfg(any(test, fuzzing))]
+pub use postgres::fuzz;
+
 /// A database: runs a query with text parameters, returns rows of named, nullable text.
 pub trait Database: Send + Sync {
     fn query(&self, sql: &str, params: &[String], timeout: Duration) -> Result<Rows, String>;
