@@ -319,6 +319,33 @@ fn a_directory_that_is_down_is_never_papered_over_except_by_a_stale_cache_entry(
     assert_eq!(landed(fresh_only.port, "u2", "ldap-pw-2"), "on-b-u2");
 }
 
+#[test]
+fn a_hanging_directory_holds_back_only_the_logins_that_wait_for_it() {
+    let two = Two::start();
+    two.seed(&["u1", "u2"]);
+    let ldap = Slapd::start(&ldap_people());
+    let px = Proxy::start(&two.config(&ldap_map(&ldap.url(), "timeout = 2s\ncache_ttl = 5m\n")));
+    assert_eq!(landed(px.port, "u1", "ldap-pw-1"), "on-a-u1");
+    ldap.pause();
+    let port = px.port;
+    let waiting = std::thread::spawn(move || {
+        let started = Instant::now();
+        (landed(port, "u2", "ldap-pw-2"), started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Meanwhile: other clients are answered, and a cached user logs in.
+    let started = Instant::now();
+    let mut c = Client::connect(px.port);
+    c.cmd_ok("C", "CAPABILITY");
+    assert_eq!(landed(px.port, "u1", "ldap-pw-1"), "on-a-u1");
+    assert!(started.elapsed() < Duration::from_secs(1), "held back {:?}", started.elapsed());
+    let (answer, took) = waiting.join().unwrap();
+    assert!(answer.starts_with("NO [UNAVAILABLE]"), "{answer}");
+    assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(6), "{took:?}");
+    px.wait_for_log(r"map users: timed out");
+    ldap.resume();
+}
+
 /// `doveadm pw -s SCHEME -p PASSWORD`, the way an admin fills a password column.
 fn hash(scheme: &str, password: &str) -> String {
     let doveadm = require_tool("doveadm", "dovecot-core");

@@ -102,8 +102,20 @@ impl Slapd {
     /// Stops slapd (the directory goes down).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            super::send_signal(child.id(), "CONT");
             stop_child(&mut child, Duration::from_secs(10));
         }
+    }
+
+    /// Freezes slapd (SIGSTOP): connections are accepted by the kernel and never
+    /// answered, a directory that hangs.
+    pub fn pause(&self) {
+        super::send_signal(self.child.as_ref().expect("slapd runs").id(), "STOP");
+    }
+
+    /// Lets a paused slapd go on (SIGCONT).
+    pub fn resume(&self) {
+        super::send_signal(self.child.as_ref().expect("slapd runs").id(), "CONT");
     }
 
     /// Starts it again, same port and data.
