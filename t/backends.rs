@@ -191,6 +191,8 @@ fn expected_intersection(a: &[String], b: &[String]) -> BTreeSet<String> {
     if let (Some(x), Some(y)) = (limit(a), limit(b)) {
         out.insert(format!("APPENDLIMIT={}", x.min(y)));
     }
+    // COMPRESS toward the client is imapgate's own, whatever the backends offer.
+    out.insert("COMPRESS=DEFLATE".into());
     out
 }
 
@@ -228,8 +230,6 @@ fn clients_see_one_capability_set_on_cyrus_and_dovecot() {
         let r = text(&on_cy.cmd(tag, cmd));
         assert!(text(last_line(r.as_bytes())).starts_with(&format!("{tag} NO [CANNOT]")), "{r}");
     }
-    let r = text(&on_cy.cmd("Z", "COMPRESS DEFLATE"));
-    assert!(text(last_line(r.as_bytes())).starts_with("Z NO [CANNOT]"), "COMPRESS: {r}");
     on_cy.cmd_ok("L", "LIST \"\" \"*\"");
     on_cy.logout();
     on_dv.cmd_ok("S", "SELECT INBOX");

@@ -7,6 +7,7 @@ mod common;
 mod auth;
 mod backends;
 mod clients;
+mod compress;
 mod config;
 mod daemon;
 mod inetd;

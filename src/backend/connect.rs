@@ -35,6 +35,8 @@ pub struct Session {
     pub ok_text: String,
     /// Protocol and cipher suite when the backend connection is TLS.
     pub tls: Option<String>,
+    /// The link to the backend is compressed (COMPRESS=DEFLATE).
+    pub compressed: bool,
 }
 
 /// Why a login on the backend did not succeed.
@@ -94,6 +96,7 @@ const TAG_CAPABILITY_AFTER: &str = "ig2";
 const TAG_STARTTLS: &str = "ig3";
 const TAG_ID: &str = "ig4";
 const TAG_LOGOUT: &str = "ig5";
+const TAG_COMPRESS: &str = "ig6";
 
 /// What a backend may learn about the client before login.
 #[derive(Debug, Default)]
@@ -300,6 +303,9 @@ impl Greeted {
             Some(caps) => caps,
             None => conn.capabilities(TAG_CAPABILITY_AFTER)?,
         };
+        let compressed = how.compress
+            && capability::has(&capabilities, "COMPRESS=DEFLATE")
+            && conn.compress()?;
         let tls = conn.stream.tls_state().map(tls::describe);
         let pre_login = std::mem::take(&mut self.capabilities);
         let conn = self.conn;
@@ -310,6 +316,7 @@ impl Greeted {
             pre_login,
             ok_text,
             tls,
+            compressed,
         })
     }
 
@@ -438,6 +445,25 @@ impl Conn {
         self.stream
             .connect_tls(Arc::clone(&tls.config), name, self.deadline)
             .map_err(|e| unavailable(format!("TLS after STARTTLS: {e}")))
+    }
+
+    /// COMPRESS DEFLATE on imapgate's own link (RFC 4978): after the backend's OK both
+    /// directions are deflate. A refusal leaves the link as it was.
+    fn compress(&mut self) -> Result<bool, LoginError> {
+        self.send(format!("{TAG_COMPRESS} COMPRESS DEFLATE\r\n").as_bytes())?;
+        let answer = self.read_tagged(TAG_COMPRESS)?;
+        if response::status(&answer).is_none_or(|s| s.status != "OK") {
+            log::warn!("backend {}: COMPRESS refused: {}", self.name, printable(&answer));
+            return Ok(false);
+        }
+        let started = self.stream.start_deflate().and_then(|()| {
+            // What the backend sent after its OK is already compressed.
+            self.stream.start_inflate(&self.buf)
+        });
+        started.map_err(|e| unavailable(format!("COMPRESS: {e}")))?;
+        self.buf.clear();
+        self.framer = Framer::new(Side::Server);
+        Ok(true)
     }
 
     /// Reads responses until the one tagged `tag`, which it returns. Untagged `BYE` means

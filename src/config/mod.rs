@@ -145,6 +145,8 @@ pub struct Listener {
     /// `oauth_mechanisms`: the bearer-token SASL mechanisms passed through to backends
     /// (`XOAUTH2`, `OAUTHBEARER`, upper case), offered when every backend offers them.
     pub oauth_mechanisms: Vec<String>,
+    /// `compress = yes | no` (default yes): clients may turn on COMPRESS=DEFLATE.
+    pub compress: bool,
 }
 
 /// The bearer-token mechanisms a listener may pass through.
@@ -404,7 +406,7 @@ fn parse_listener(
     let before = diag.count();
     let label = format!("[listener {name}]");
     let keys = [
-        &["listen", "map", "rules", "oauth_mechanisms"],
+        &["listen", "map", "rules", "oauth_mechanisms", "compress"],
         tls::LISTENER_KEYS,
         daemon::LISTENER_KEYS,
     ]
@@ -477,6 +479,7 @@ fn parse_listener(
         access,
         rules: rule_list,
         oauth_mechanisms,
+        compress: value_of(sec, "compress", diag, value::parse_yes_no).unwrap_or(true),
     };
     (diag.count() == before).then_some(listener)
 }

@@ -62,6 +62,9 @@ pub struct BackendLogin {
     /// `probe_user` and `probe_password`: an account imapgate logs in with to learn the
     /// backend's post-login capabilities before any user does.
     pub probe: Option<(String, String)>,
+    /// `compress = yes | no` (default no): when the backend offers COMPRESS=DEFLATE,
+    /// imapgate compresses its link to it (worth it across a WAN, not on a LAN).
+    pub compress: bool,
 }
 
 impl Default for BackendLogin {
@@ -73,6 +76,7 @@ impl Default for BackendLogin {
             trusted: false,
             down_time: Duration::from_secs(30),
             probe: None,
+            compress: false,
         }
     }
 }
@@ -86,6 +90,7 @@ pub(crate) const BACKEND_KEYS: &[&str] = &[
     "down_time",
     "probe_user",
     "probe_password",
+    "compress",
 ];
 
 pub(crate) fn backend_login(sec: &Section, diag: &mut Diag) -> BackendLogin {
@@ -116,6 +121,7 @@ pub(crate) fn backend_login(sec: &Section, diag: &mut Diag) -> BackendLogin {
         trusted: yes_no("trusted", diag, d.trusted),
         down_time: value_of(sec, "down_time", diag, parse_duration).unwrap_or(d.down_time),
         probe,
+        compress: yes_no("compress", diag, d.compress),
     }
 }
 

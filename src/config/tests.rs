@@ -82,6 +82,7 @@ fn minimal_config_gets_defaults() {
                 trusted: false,
                 down_time: Duration::from_secs(30),
                 probe: None,
+                compress: false,
             },
         }]
     );
@@ -104,6 +105,7 @@ fn minimal_config_gets_defaults() {
             access: Access::default(),
             rules: vec![],
             oauth_mechanisms: vec![],
+            compress: true,
         }]
     );
     assert_eq!(c.backend_index("dovecot"), Some(0));
@@ -207,7 +209,7 @@ fn unknown_key_is_reported_at_its_line() {
     one_err(
         &format!("{TAIL}[backend x]\nhots = h\nhost = h\n"),
         10,
-        "unknown key \"hots\" in [backend x] (known keys: host, port, connect_timeout, timeout, tls, ca, tls_name, tls_insecure_skip_verify, tls_min_version, send_proxy_protocol, login_method, sasl_ir, forward_id, trusted, down_time, probe_user, probe_password)",
+        "unknown key \"hots\" in [backend x] (known keys: host, port, connect_timeout, timeout, tls, ca, tls_name, tls_insecure_skip_verify, tls_min_version, send_proxy_protocol, login_method, sasl_ir, forward_id, trusted, down_time, probe_user, probe_password, compress)",
     );
 }
 
@@ -415,7 +417,7 @@ fn all_errors_are_reported_together() {
         e,
         [
             "2: log_level: invalid value \"chatty\" (expected error, warn, info, debug or trace, or MODULE=LEVEL as in info,imapgate::rules=debug)",
-            "5: unknown key \"prot\" in [backend a] (known keys: host, port, connect_timeout, timeout, tls, ca, tls_name, tls_insecure_skip_verify, tls_min_version, send_proxy_protocol, login_method, sasl_ir, forward_id, trusted, down_time, probe_user, probe_password)",
+            "5: unknown key \"prot\" in [backend a] (known keys: host, port, connect_timeout, timeout, tls, ca, tls_name, tls_insecure_skip_verify, tls_min_version, send_proxy_protocol, login_method, sasl_ir, forward_id, trusted, down_time, probe_user, probe_password, compress)",
             "8: default: undefined backend \"zz\"",
             "9: syntax error: expected \"[section]\" or \"key = value\"",
             "11: listen: invalid port \"99999\" (expected 1-65535)",

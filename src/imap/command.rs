@@ -155,9 +155,12 @@ pub enum Effect {
     Authenticate,
     /// LOGOUT: the connection closes after the answer.
     Logout,
-    /// STARTTLS, COMPRESS (RFC 4978): the stream changes under the framer; refused
-    /// after login (`stream_change_refusal`).
+    /// STARTTLS: the stream would change under the framer; refused after login
+    /// (`stream_change_refusal`).
     ChangesStream,
+    /// COMPRESS (RFC 4978): imapgate answers it itself (`compress_answer`), and the
+    /// client's stream is deflate from the end of this line on.
+    Compress,
     /// Nothing beyond the command.
     None,
 }
@@ -169,7 +172,8 @@ impl Effect {
             "IDLE" => Effect::Idle,
             "AUTHENTICATE" => Effect::Authenticate,
             "LOGOUT" => Effect::Logout,
-            "STARTTLS" | "COMPRESS" => Effect::ChangesStream,
+            "STARTTLS" => Effect::ChangesStream,
+            "COMPRESS" => Effect::Compress,
             _ => Effect::None,
         }
     }
@@ -178,6 +182,20 @@ impl Effect {
 /// The answer to a command that would change the stream after login.
 pub fn stream_change_refusal(name: &str) -> String {
     format!("NO [CANNOT] {name} is not available after login.")
+}
+
+/// imapgate's answer to `COMPRESS mechanism` from a client that was shown COMPRESS=DEFLATE:
+/// `Ok` (the answer text after the tag) when the client's stream is deflate from here
+/// on, `Err` with the refusal. `active`: compression is already on.
+pub fn compress_answer(
+    mechanism: Option<&[u8]>,
+    active: bool,
+) -> Result<&'static str, &'static str> {
+    match mechanism {
+        _ if active => Err("NO [COMPRESSIONACTIVE] DEFLATE is already active."),
+        Some(m) if m.eq_ignore_ascii_case(b"DEFLATE") => Ok("OK DEFLATE active."),
+        _ => Err("BAD Unknown compression mechanism (DEFLATE is the one)."),
+    }
 }
 
 /// True for bytes that may appear in a tag or atom: RFC 9051 ATOM-CHAR, plus `]` which

@@ -218,18 +218,23 @@ impl Session<'_> {
     ) -> Result<backend::Session, Option<End>> {
         let (index, name) = backend;
         log::info!(
-            "LOGIN id={} user={} backend={} result=ok{}{}{}",
+            "LOGIN id={} user={} backend={} result=ok{}{}{}{}",
             self.origin.id,
             printable(&login.user),
             name,
             mechanism(&login),
             self.client_tls.as_deref().map_or(String::new(), |t| format!(" {t}")),
             session.tls.as_deref().map_or(String::new(), |t| format!(" backend_tls={t}")),
+            if session.compressed { " backend_compress=deflate" } else { "" },
         );
         let reachable = &self.runtime.reachable[self.origin.listener];
         // An unnamed host counts with every backend whose capabilities are known.
         let index = index.unwrap_or(usize::MAX);
-        let caps = self.runtime.backends.after_login(reachable, index, &session.capabilities);
+        let mut caps = self.runtime.backends.after_login(reachable, index, &session.capabilities);
+        // COMPRESS toward the client is imapgate's own (the backend link has its own).
+        if self.runtime.config.listeners[self.origin.listener].compress {
+            caps.push("COMPRESS=DEFLATE".to_string());
+        }
         let ok =
             format!("{} OK [CAPABILITY {}] {}\r\n", login.tag, caps.join(" "), session.ok_text);
         let mut ok = ok.into_bytes();

@@ -97,7 +97,8 @@ impl Pipe {
         };
         self.end += n;
         self.eof |= n == 0;
-        self.maybe_more = n > 0 && (n == room || src.is_tls());
+        // TLS and inflate hold bytes that poll cannot see: read again until they are out.
+        self.maybe_more = n > 0 && (n == room || src.is_tls() || src.is_inflating());
         self.bulk = n == room;
         Ok(n)
     }
@@ -105,6 +106,18 @@ impl Pipe {
     /// The bytes read and not framed yet.
     fn unframed(&self) -> &[u8] {
         &self.buf[self.framed..self.end]
+    }
+
+    /// Takes the bytes read and not framed yet out of the buffer.
+    fn take_unframed(&mut self) -> Vec<u8> {
+        let rest = self.buf[self.framed..self.end].to_vec();
+        self.end = self.framed;
+        if self.start == self.end {
+            self.start = 0;
+            self.framed = 0;
+            self.end = 0;
+        }
+        rest
     }
 
     /// `n` framed bytes at the front were written or dropped.
@@ -147,6 +160,8 @@ pub struct Relay {
     idle_timeout: Duration,
     counters: Counters,
     exchange: Exchange,
+    /// The client's compression could not be started.
+    inflate_failed: Option<String>,
 }
 
 impl Relay {
@@ -169,6 +184,7 @@ impl Relay {
             idle_timeout,
             counters: Counters::default(),
             exchange,
+            inflate_failed: None,
         })
     }
 
@@ -193,6 +209,9 @@ impl Relay {
         let mut last_activity = Instant::now();
         loop {
             self.frame();
+            if let Some(why) = self.inflate_failed.take() {
+                return End::ClientError(format!("COMPRESS: {why}"));
+            }
             self.exchange.on_time(Instant::now());
             if let Err(end) = self.write_out() {
                 return end;
@@ -233,6 +252,13 @@ impl Relay {
             let now = Instant::now();
             let c = self.exchange.client_input(self.c2s.unframed(), now);
             self.c2s.framed += c;
+            if self.exchange.take_client_inflate() {
+                // The client's COMPRESS: what it sent past that line is deflate.
+                let rest = self.c2s.take_unframed();
+                if let Err(e) = self.client.start_inflate(&rest) {
+                    self.inflate_failed = Some(e.to_string());
+                }
+            }
             let s = self.exchange.server_input(self.s2c.unframed(), now);
             self.s2c.framed += s;
             if c == 0 && s == 0 {
@@ -394,6 +420,13 @@ fn pump(ex: &mut Exchange, to: Toward, src: &mut Pipe, dst: &mut Transport) -> i
             }
             Out::Input(n) => (dst.write(&src.buf[src.start..src.start + n]), true),
             Out::Bytes(bytes) => (dst.write(bytes), false),
+            Out::StartDeflate => {
+                // Everything written so far went out plain (the COMPRESS answer last).
+                dst.flush_tls()?;
+                dst.start_deflate()?;
+                ex.wrote(to, 0);
+                continue;
+            }
         };
         match written {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

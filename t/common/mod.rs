@@ -8,6 +8,7 @@ pub mod auth_http;
 pub mod certs;
 pub mod client;
 pub mod cyrus;
+pub mod deflate;
 pub mod dovecot;
 pub mod fake_backend;
 pub mod oauth;

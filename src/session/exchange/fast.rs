@@ -38,6 +38,9 @@ pub(super) struct Fast {
     answers: Vec<u8>,
     pub(super) closing: bool,
     pub(super) server_bye: bool,
+    pub(super) compress: super::Compress,
+    /// imapgate's COMPRESS answer is among `answers`: deflate starts right after them.
+    deflate_after_answers: bool,
 }
 
 impl Fast {
@@ -55,13 +58,15 @@ impl Fast {
             answers: Vec::new(),
             closing: false,
             server_bye: false,
+            compress: super::Compress::Off,
+            deflate_after_answers: false,
         }
     }
 
     /// Frames client bytes; returns how many were framed.
     pub(super) fn client_input(&mut self, data: &[u8]) -> usize {
         let mut used = 0;
-        while used < data.len() {
+        while used < data.len() && self.compress != super::Compress::Switching {
             if self.client.at_message_start() {
                 self.client_held = Some(0);
             }
@@ -100,6 +105,20 @@ impl Fast {
             Effect::ChangesStream => Some(command::stream_change_refusal(&name)),
             _ => capability::refusal(head, &self.shown),
         };
+        if effect == Effect::Compress && refusal.is_none() {
+            let mechanism = head.split(|&b| b == b' ').nth(2).map(|m| m.trim_ascii_end());
+            let tag = String::from_utf8_lossy(tag).into_owned();
+            self.to_backend.drop_input(held);
+            match command::compress_answer(mechanism, self.compress != super::Compress::Off) {
+                Ok(ok) => {
+                    self.answers.extend_from_slice(format!("{tag} {ok}\r\n").as_bytes());
+                    self.deflate_after_answers = true;
+                    self.compress = super::Compress::Switching;
+                }
+                Err(no) => self.answers.extend_from_slice(format!("{tag} {no}\r\n").as_bytes()),
+            }
+            return self.flush_answers();
+        }
         if let Some(text) = refusal {
             let answer = format!("{} {text}\r\n", String::from_utf8_lossy(tag));
             self.to_backend.drop_input(held);
@@ -111,7 +130,7 @@ impl Fast {
             Effect::Idle => self.client.wait_for_continuation(AfterContinuation::Command),
             Effect::Authenticate => self.client.wait_for_continuation(AfterContinuation::Wait),
             Effect::Logout => self.closing = true,
-            Effect::ChangesStream | Effect::None => {}
+            Effect::ChangesStream | Effect::Compress | Effect::None => {}
         }
     }
 
@@ -199,12 +218,16 @@ impl Fast {
         if between && !self.answers.is_empty() {
             let answers = std::mem::take(&mut self.answers);
             self.to_client.push(&answers);
+            if std::mem::take(&mut self.deflate_after_answers) {
+                self.to_client.push_item(super::queue::Item::StartDeflate);
+            }
         }
     }
 
     /// True while client bytes may be read: imapgate's answers are not piling up.
     pub(super) fn wants_client_input(&self) -> bool {
-        self.answers.len() + self.to_client.own_bytes() < super::judged::QUEUE_HIGH_WATER
+        self.compress != super::Compress::Switching
+            && self.answers.len() + self.to_client.own_bytes() < super::judged::QUEUE_HIGH_WATER
     }
 
     /// True when the client stream is between messages and nothing waits for it.

@@ -47,6 +47,17 @@ pub enum Stop {
     Backend(String),
 }
 
+/// Where the client's COMPRESS (RFC 4978) stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) enum Compress {
+    #[default]
+    Off,
+    /// Accepted: no client byte past the COMPRESS line is framed until the pump has
+    /// switched the transport's input to inflate (`take_client_inflate`).
+    Switching,
+    On,
+}
+
 /// The exchange of one logged-in session. See the module documentation.
 pub struct Exchange {
     mode: Mode,
@@ -70,6 +81,21 @@ impl Exchange {
     /// A judged session with these rules.
     pub fn judged(rules: Engine) -> Exchange {
         Exchange { mode: Mode::Judged(Box::new(Judged::new(rules))) }
+    }
+
+    /// True once, right after the client's COMPRESS DEFLATE was accepted: the client's
+    /// bytes after its line are deflate. The pump hands the bytes it read past
+    /// `client_input`'s count to the transport's inflater, then input goes on.
+    pub fn take_client_inflate(&mut self) -> bool {
+        let switching = match &mut self.mode {
+            Mode::Fast(f) => &mut f.compress,
+            Mode::Judged(j) => &mut j.compress,
+        };
+        let now = *switching == Compress::Switching;
+        if now {
+            *switching = Compress::On;
+        }
+        now
     }
 
     /// The rules, in a judged session.

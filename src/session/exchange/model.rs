@@ -101,11 +101,13 @@ impl Wire {
         loop {
             let c = self.ex.client_input(&self.client[self.client_framed..], now);
             self.client_framed += c;
+            // In memory the client's compressed bytes are their plaintext: nothing to move.
+            let switched = self.ex.take_client_inflate();
             let s = self.ex.server_input(&self.server[self.server_framed..], now);
             self.server_framed += s;
             let b = drain(&mut self.ex, Toward::Backend, &mut self.client, &mut self.client_framed);
             let k = drain(&mut self.ex, Toward::Client, &mut self.server, &mut self.server_framed);
-            let moved = c + s + b.len() + k.len() > 0;
+            let moved = switched || c + s + b.len() + k.len() > 0;
             to_backend.extend(b);
             to_client.extend(k);
             if !moved {
@@ -141,6 +143,11 @@ fn drain(ex: &mut Exchange, to: Toward, src: &mut Vec<u8>, framed: &mut usize) -
                 let n = b.len();
                 out.extend_from_slice(b);
                 ex.wrote(to, n);
+            }
+            // A transcript shows where the stream turns to deflate.
+            Out::StartDeflate => {
+                out.extend_from_slice(b"<deflate>");
+                ex.wrote(to, 0);
             }
         }
     }

@@ -19,6 +19,9 @@ pub enum Out<'a> {
     Skip(usize),
     /// These bytes.
     Bytes(&'a [u8]),
+    /// Everything after this point is deflated (COMPRESS): switch the transport, then
+    /// call `wrote(0)`.
+    StartDeflate,
     /// Nothing now.
     Nothing,
 }
@@ -33,6 +36,8 @@ pub(super) enum Item {
     Await(Await),
     /// The command with this backend tag ends here.
     EndOfCommand(String),
+    /// Deflate from here on (toward the client, after imapgate's COMPRESS answer).
+    StartDeflate,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -125,6 +130,7 @@ impl Queue {
             Some(Item::Input(n)) => Out::Input(*n),
             Some(Item::Skip(n)) => Out::Skip(*n),
             Some(Item::Bytes(b)) => Out::Bytes(b),
+            Some(Item::StartDeflate) => Out::StartDeflate,
             Some(Item::Await(_)) | Some(Item::EndOfCommand(_)) | None => Out::Nothing,
         }
     }
@@ -142,6 +148,7 @@ impl Queue {
                 b.drain(..n);
                 b.is_empty()
             }
+            Some(Item::StartDeflate) => true,
             _ => false,
         };
         if done {

@@ -26,7 +26,16 @@ fn engine(rules: &[(&str, &[(&str, &str)])]) -> Engine {
             })
         })
         .collect();
-    let caps = ["IMAP4rev1", "IDLE", "LITERAL+", "MOVE", "UNSELECT", "CATENATE", "MULTIAPPEND"];
+    let caps = [
+        "IMAP4rev1",
+        "IDLE",
+        "LITERAL+",
+        "MOVE",
+        "UNSELECT",
+        "CATENATE",
+        "MULTIAPPEND",
+        "COMPRESS=DEFLATE",
+    ];
     let cx = Context {
         capabilities: caps.iter().map(|c| c.to_string()).collect(),
         delimiter: Some('/'),
@@ -99,6 +108,19 @@ impl Peers {
     fn client_text(&self) -> String {
         String::from_utf8_lossy(&self.client).into_owned()
     }
+}
+
+#[test]
+fn compress_in_a_judged_session_is_answered_by_imapgate_and_never_sent() {
+    let mut p = Peers::new(&[DENY]);
+    p.client_sends(b"a COMPRESS deflate\r\nb NOOP\r\n");
+    assert_eq!(p.backend_text(), "g1 NOOP\r\n", "COMPRESS never reaches the backend");
+    assert_eq!(p.client_text(), "a OK DEFLATE active.\r\n<deflate>");
+    p.client_sends(b"c COMPRESS DEFLATE\r\nd COMPRESS\r\n");
+    assert!(p.client_text().ends_with(
+        "c NO [COMPRESSIONACTIVE] DEFLATE is already active.\r\n\
+         d NO [COMPRESSIONACTIVE] DEFLATE is already active.\r\n"
+    ));
 }
 
 #[test]
@@ -362,9 +384,51 @@ mod fast_path {
         assert_eq!(text(&to_backend), "c NOOP\r\n");
         assert_eq!(
             text(&to_client),
-            "a NO [CANNOT] COMPRESS is not available after login.\r\n\
+            "a NO [CANNOT] COMPRESS is not available here.\r\n\
              b NO [CANNOT] MOVE is not available here.\r\n"
         );
+    }
+
+    #[test]
+    fn compress_is_imapgates_and_the_client_stream_turns_right_after_its_line() {
+        let shown = ["IMAP4rev1", "IDLE", "COMPRESS=DEFLATE"].map(String::from).to_vec();
+        let mut ex = Exchange::fast(shown);
+        let input = b"a COMPRESS DEFLATE\r\n\x78\x9c compressed bytes";
+        let used = ex.client_input(input, Instant::now());
+        assert_eq!(used, 20, "nothing past the COMPRESS line is framed as plaintext");
+        assert_eq!(ex.client_input(&input[used..], Instant::now()), 0);
+        assert!(ex.take_client_inflate());
+        assert!(!ex.take_client_inflate(), "once");
+        let shown = ["IMAP4rev1", "IDLE", "COMPRESS=DEFLATE"].map(String::from).to_vec();
+        let mut w = Wire::new(Exchange::fast(shown));
+        w.client_sends(b"a COMPRESS DEFLATE\r\n");
+        w.server_sends(b"* 3 EXISTS\r\n");
+        let (to_backend, to_client) = w.pump(Instant::now());
+        assert_eq!(text(&to_backend), "");
+        assert_eq!(text(&to_client), "a OK DEFLATE active.\r\n<deflate>* 3 EXISTS\r\n");
+        w.client_sends(b"b COMPRESS DEFLATE\r\nc COMPRESS LZW\r\n");
+        let (_, to_client) = w.pump(Instant::now());
+        assert_eq!(
+            text(&to_client),
+            "b NO [COMPRESSIONACTIVE] DEFLATE is already active.\r\n\
+             c NO [COMPRESSIONACTIVE] DEFLATE is already active.\r\n"
+        );
+    }
+
+    #[test]
+    fn compress_answers_wait_for_a_response_boundary() {
+        let shown = ["IMAP4rev1", "COMPRESS=DEFLATE"].map(String::from).to_vec();
+        let mut w = Wire::new(Exchange::fast(shown));
+        w.client_sends(b"a FETCH 1 BODY[]\r\n");
+        w.pump(Instant::now());
+        w.server_sends(b"* 1 FETCH (BODY[] {10}\r\n01234");
+        w.pump(Instant::now());
+        w.client_sends(b"b COMPRESS DEFLATE\r\n");
+        let (_, to_client) = w.pump(Instant::now());
+        assert_eq!(text(&to_client), "", "not inside the literal");
+        w.server_sends(b"56789)\r\na OK done\r\n");
+        let (_, to_client) = w.pump(Instant::now());
+        assert_eq!(text(&to_client), "56789)\r\nb OK DEFLATE active.\r\n<deflate>a OK done\r\n");
     }
 
     #[test]
@@ -458,6 +522,7 @@ fn fast_path_cost_per_small_message() {
                         let n = b.len();
                         ex.wrote(Toward::Client, n)
                     }
+                    Out::StartDeflate => ex.wrote(Toward::Client, 0),
                 }
             }
         }

@@ -296,6 +296,9 @@ fn command_end(ex: &mut Judged) {
     if verdict != Verdict::Pass {
         return refuse(ex, &look.tag, &look.name, verdict, None, true);
     }
+    if look.name == "COMPRESS" {
+        return compress(ex, &look);
+    }
     let encoded = command::encode("", &look.name, &look.args);
     let then = (look.name == "IDLE").then_some(AwaitKind::Idle);
     let Ok(tag) = send(ex, &look.tag, encoded, Some(then)) else { return };
@@ -308,6 +311,20 @@ fn command_end(ex: &mut Judged) {
         }
         "LOGOUT" => ex.closing = true,
         _ => {}
+    }
+    next_command(ex);
+}
+
+/// COMPRESS, which the rules let through: imapgate answers it itself, and the client's
+/// stream is deflate after this line (the backend link has its own compression).
+fn compress(ex: &mut Judged, look: &Command) {
+    let mechanism = match look.args.as_slice() {
+        [arg] => arg.astring(),
+        _ => None,
+    };
+    match command::compress_answer(mechanism, ex.compress != super::super::Compress::Off) {
+        Ok(ok) => ex.answer_then_deflate(format!("{} {ok}\r\n", look.tag).as_bytes()),
+        Err(no) => ex.answer(format!("{} {no}\r\n", look.tag).as_bytes()),
     }
     next_command(ex);
 }

@@ -61,6 +61,9 @@ pub(super) struct Judged {
     /// The backend said BYE.
     pub(super) server_bye: bool,
     refusals: RefusalLog,
+    pub(super) compress: super::Compress,
+    /// imapgate's COMPRESS answer is among `answers`: deflate starts right after them.
+    deflate_after_answers: bool,
 }
 
 impl Judged {
@@ -77,6 +80,8 @@ impl Judged {
             closing: false,
             server_bye: false,
             refusals: RefusalLog::default(),
+            compress: super::Compress::Off,
+            deflate_after_answers: false,
         }
     }
 
@@ -91,6 +96,7 @@ impl Judged {
     /// True while client bytes may be read: the queues toward both peers have room.
     pub(super) fn wants_client_input(&self) -> bool {
         self.stop.is_none()
+            && self.compress != super::Compress::Switching
             && self.to_backend.own_bytes() < QUEUE_HIGH_WATER
             && self.to_client.own_bytes() + self.answers.len() < QUEUE_HIGH_WATER
             && self.tags.len() < MAX_IN_FLIGHT
@@ -126,6 +132,18 @@ impl Judged {
         }
     }
 
+    /// imapgate's answer to COMPRESS, at the next server message boundary, with deflate
+    /// toward the client starting right after it.
+    fn answer_then_deflate(&mut self, text: &[u8]) {
+        self.answer(text);
+        if self.answers.is_empty() {
+            self.to_client.push_item(super::queue::Item::StartDeflate);
+        } else {
+            self.deflate_after_answers = true;
+        }
+        self.compress = super::Compress::Switching;
+    }
+
     fn push_client(&mut self, bytes: &[u8]) {
         self.rules.cx.bytes_to_client += bytes.len() as u64;
         self.to_client.push(bytes);
@@ -136,6 +154,9 @@ impl Judged {
         if !self.answers.is_empty() {
             let answers = std::mem::take(&mut self.answers);
             self.push_client(&answers);
+            if std::mem::take(&mut self.deflate_after_answers) {
+                self.to_client.push_item(super::queue::Item::StartDeflate);
+            }
         }
     }
 
