@@ -14,6 +14,7 @@ mod inetd;
 mod limits;
 mod login;
 mod lookups;
+mod metadata;
 mod relay;
 mod routing;
 mod rules;

@@ -11,50 +11,143 @@
 //! and `CHILDINFO` unless a visible child shows up in the same listing. Such a parent is
 //! held until the LIST command completes; when its pattern covered the children and none
 //! was visible, it says `\HasNoChildren`, else it says nothing about children.
+//!
+//! Folders can also be hidden by type, the way Kolab marks groupware folders:
+//! `metadata = /shared/vendor/kolab/folder-type` with `types = event contact task ...`
+//! hides every folder whose annotation (RFC 5464) starts with one of the types
+//! (`event.default` is an `event`), whatever its name or language. The rule asks the
+//! backend itself (`Rule::asks`: `LIST "" "*"`, then one GETMETADATA per folder) when the
+//! session starts and again after a CREATE, RENAME, DELETE or SETMETADATA succeeds; no
+//! client command is judged while the answer is out.
 
 use std::sync::Arc;
 
 use super::registry::Settings;
-use super::{mailbox_args, Command, Context, Response, Rule, RuleKind, Verdict};
+use super::{mailbox_args, Ask, Command, Context, Response, Rule, RuleKind, Verdict};
 use crate::config::words;
 use crate::imap::command::{self, Arg};
 use crate::imap::mailbox::{self, FolderSet};
 
 #[derive(Debug, Clone)]
 struct HideFolders {
-    folders: FolderSet,
+    /// `folders`: name patterns.
+    patterns: Vec<String>,
+    /// `metadata` and `types`: hide folders whose annotation starts with a type.
+    by_type: Option<(String, Vec<String>)>,
 }
 
-/// Builds the kind from `folders = PATTERNS` (words; `"..."` for names with spaces).
+/// Builds the kind from `folders = PATTERNS` (words; `"..."` for names with spaces)
+/// and/or `metadata = ENTRY` with `types = TYPES`.
 pub fn build(settings: &mut Settings) -> Option<Arc<dyn RuleKind>> {
-    let Some((value, line)) = settings.get("folders") else {
-        settings.error(settings.line, "type = hide_folders needs folders = NAMES");
+    let folders = settings.get("folders");
+    let metadata = settings.get("metadata");
+    let types = settings.get("types");
+    if folders.is_none() && metadata.is_none() {
+        settings
+            .error(settings.line, "type = hide_folders needs folders = NAMES or metadata = ENTRY");
         return None;
-    };
-    match words(&value) {
-        Ok(w) if !w.is_empty() => Some(Arc::new(HideFolders { folders: FolderSet::new(w) })),
-        Ok(_) => {
-            settings.error(line, "folders: empty list");
-            None
-        }
-        Err(e) => {
-            settings.error(line, format!("folders: {e}"));
-            None
+    }
+    let mut patterns = Vec::new();
+    if let Some((value, line)) = folders {
+        match words(&value) {
+            Ok(w) if !w.is_empty() => patterns = w,
+            Ok(_) => settings.error(line, "folders: empty list"),
+            Err(e) => settings.error(line, format!("folders: {e}")),
         }
     }
+    let by_type = match (metadata, types) {
+        (None, None) => None,
+        (None, Some((_, line))) => {
+            settings.error(line, "types: needs metadata = ENTRY");
+            None
+        }
+        (Some((_, line)), None) => {
+            settings.error(line, "metadata: needs types = TYPES (e.g. event contact task)");
+            None
+        }
+        (Some((entry, line)), Some((types, tline))) => {
+            let lower = entry.to_ascii_lowercase();
+            let valid = (lower.starts_with("/shared/") || lower.starts_with("/private/"))
+                && entry.bytes().all(|b| b.is_ascii_graphic() && !b"*%\"\\".contains(&b));
+            if !valid {
+                settings.error(
+                    line,
+                    format!(
+                        "metadata: {entry:?} is not an entry name (/shared/... or /private/...)"
+                    ),
+                );
+            }
+            let types: Vec<String> =
+                types.split_whitespace().map(str::to_ascii_lowercase).collect();
+            if types.is_empty() {
+                settings.error(tline, "types: empty list");
+            }
+            valid.then_some((entry, types))
+        }
+    };
+    Some(Arc::new(HideFolders { patterns, by_type }))
 }
 
 impl RuleKind for HideFolders {
     fn start(&self) -> Box<dyn Rule> {
-        Box::new(Session { folders: self.folders.clone(), listings: Vec::new(), held: Vec::new() })
+        let typed = self.by_type.as_ref().map(|(entry, types)| Typed {
+            entry: entry.clone(),
+            types: types.clone(),
+            refresh: Refresh::Wanted,
+            listed: Vec::new(),
+            found: Vec::new(),
+            changes: Vec::new(),
+        });
+        Box::new(Session {
+            folders: FolderSet::new(self.patterns.clone()),
+            patterns: self.patterns.clone(),
+            typed,
+            listings: Vec::new(),
+            held: Vec::new(),
+        })
     }
 }
+
+/// Hiding by folder type: what the rule learned from the backend, and where the asking
+/// stands.
+struct Typed {
+    entry: String,
+    types: Vec<String>,
+    refresh: Refresh,
+    /// Folders listed by the current round (wire names).
+    listed: Vec<Vec<u8>>,
+    /// Folders found to have a hidden type in the current round (decoded names).
+    found: Vec<String>,
+    /// Client commands in flight that change folders or their annotations (client tags).
+    changes: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refresh {
+    /// The folder types must be learned (again).
+    Wanted,
+    /// `LIST "" "*"` is out.
+    Listing,
+    /// Listed: the GETMETADATA round is next.
+    Listed,
+    /// GETMETADATA is out for every listed folder.
+    Fetching,
+    Done,
+}
+
+/// Folders asked about in one GETMETADATA round at most (a session with more is
+/// unusual; the rest stay unhidden by type and a warning says so).
+const MAX_TYPED_FOLDERS: usize = 10_000;
 
 /// Parents held back at once; more are passed on without child attributes.
 const MAX_HELD: usize = 1000;
 
 struct Session {
+    /// The patterns, and the folders hidden by type.
     folders: FolderSet,
+    /// `folders` of the rule, as configured.
+    patterns: Vec<String>,
+    typed: Option<Typed>,
     /// LIST-like commands in flight: client tag and the names they ask for (reference and
     /// pattern joined, decoded).
     listings: Vec<(String, Vec<String>)>,
@@ -80,6 +173,13 @@ impl Rule for Session {
     fn on_command(&mut self, cmd: &mut Command, cx: &mut Context) -> Verdict {
         if matches!(cmd.name.as_str(), "LIST" | "LSUB" | "XLIST") && cmd.complete {
             self.listings.push((cmd.tag.clone(), listed_names(&cmd.args)));
+        }
+        if let Some(typed) = &mut self.typed {
+            let changes =
+                matches!(cmd.name.as_str(), "CREATE" | "RENAME" | "DELETE" | "SETMETADATA");
+            if changes && cmd.complete && !cmd.preview {
+                typed.changes.push(cmd.tag.clone());
+            }
         }
         let hidden = |wire: &[u8]| self.folders.contains_wire(wire, cx.delimiter);
         if filter_mailboxes(&cmd.args).into_iter().any(hidden) {
@@ -116,6 +216,7 @@ impl Rule for Session {
     fn on_response(&mut self, resp: &mut Response, cx: &mut Context) -> Verdict {
         if !resp.raw.starts_with(b"* ") {
             self.listing_done(resp, cx);
+            self.change_done(resp);
             return Verdict::Pass;
         }
         let Some((name, args)) = resp.untagged() else { return Verdict::Pass };
@@ -136,9 +237,135 @@ impl Rule for Session {
             _ => Verdict::Pass,
         }
     }
+
+    /// Also while a command that changes folders is out: the next client command waits
+    /// for its answer and the new types, so it is judged with them.
+    fn wants_to_ask(&self) -> bool {
+        self.typed.as_ref().is_some_and(|t| {
+            matches!(t.refresh, Refresh::Wanted | Refresh::Listed) || !t.changes.is_empty()
+        })
+    }
+
+    fn asks(&mut self, _cx: &Context) -> Vec<Ask> {
+        let Some(typed) = &mut self.typed else { return Vec::new() };
+        let string = |s: &[u8]| Arg::String(s.to_vec());
+        match typed.refresh {
+            Refresh::Wanted => {
+                typed.refresh = Refresh::Listing;
+                typed.listed.clear();
+                vec![Ask { name: "LIST".into(), args: vec![string(b""), string(b"*")] }]
+            }
+            Refresh::Listed => {
+                typed.refresh = Refresh::Fetching;
+                typed.found.clear();
+                if typed.listed.len() > MAX_TYPED_FOLDERS {
+                    log::warn!(
+                        "hide_folders: {} folders; only the first {MAX_TYPED_FOLDERS} are checked for their type",
+                        typed.listed.len()
+                    );
+                }
+                let entry = typed.entry.as_bytes();
+                (typed.listed.iter().take(MAX_TYPED_FOLDERS))
+                    .map(|wire| Ask {
+                        name: "GETMETADATA".into(),
+                        args: vec![string(wire), string(entry)],
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn on_answer(&mut self, resp: &Response, cx: &mut Context) {
+        let Some(typed) = &mut self.typed else { return };
+        let Some((name, args)) = resp.untagged() else { return };
+        match (name.as_str(), typed.refresh) {
+            ("LIST", Refresh::Listing) => {
+                let delimiter = args.get(1).and_then(Arg::astring).filter(|d| d.len() == 1);
+                if let (None, Some(d)) = (cx.delimiter, delimiter) {
+                    cx.delimiter = Some(char::from(d[0]));
+                }
+                if let Some(wire) = args.get(2).and_then(Arg::astring) {
+                    typed.listed.push(wire.to_vec());
+                }
+            }
+            // `* METADATA mailbox (entry value)`.
+            ("METADATA", Refresh::Fetching) => {
+                let (Some(wire), Some(Arg::List(pairs))) =
+                    (args.first().and_then(Arg::astring), args.get(1))
+                else {
+                    return;
+                };
+                let entry = typed.entry.as_bytes();
+                let value = pairs.chunks(2).find_map(|pair| match pair {
+                    [e, v] if e.astring().is_some_and(|e| e.eq_ignore_ascii_case(entry)) => {
+                        v.astring()
+                    }
+                    _ => None,
+                });
+                let value = value.map(|v| String::from_utf8_lossy(v).to_ascii_lowercase());
+                if value.is_some_and(|v| typed.types.iter().any(|t| v.starts_with(t.as_str()))) {
+                    // An undecodable name is hidden all the same: it cannot be named safely.
+                    typed.found.push(
+                        mailbox::decode(wire)
+                            .unwrap_or_else(|| String::from_utf8_lossy(wire).into_owned()),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn answered(&mut self, ok: bool, cx: &mut Context) {
+        let Some(typed) = &mut self.typed else { return };
+        match typed.refresh {
+            Refresh::Listing if ok && !typed.listed.is_empty() => typed.refresh = Refresh::Listed,
+            Refresh::Listing => {
+                if !ok {
+                    log::warn!("id={} hide_folders: the backend would not list folders; none is hidden by type", cx.session);
+                }
+                typed.refresh = Refresh::Done;
+                typed.found.clear();
+                self.rebuild();
+            }
+            Refresh::Fetching => {
+                if !ok {
+                    log::warn!(
+                        "id={} hide_folders: GETMETADATA {} failed for some folders (does the backend offer METADATA?)",
+                        cx.session, typed.entry
+                    );
+                }
+                typed.refresh = Refresh::Done;
+                self.rebuild();
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Session {
+    /// A tagged answer to a command that changes folders: their types are learned again.
+    fn change_done(&mut self, resp: &Response) {
+        let Some(typed) = &mut self.typed else { return };
+        let mut words = resp.raw.split(|&b| b == b' ');
+        let (tag, status) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+        if let Some(at) = typed.changes.iter().position(|t| t.as_bytes() == tag) {
+            typed.changes.remove(at);
+            if status.eq_ignore_ascii_case(b"OK") {
+                typed.refresh = Refresh::Wanted;
+            }
+        }
+    }
+
+    /// The folders to hide: the patterns and the folders found by type.
+    fn rebuild(&mut self) {
+        let mut all = self.patterns.clone();
+        if let Some(typed) = &self.typed {
+            all.extend(typed.found.iter().cloned());
+        }
+        self.folders = FolderSet::new(all);
+    }
+
     /// A `* LIST (attributes) delimiter name [extended data]` response.
     fn listed(
         &mut self,

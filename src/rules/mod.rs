@@ -66,6 +66,33 @@ pub trait Rule: Send {
     fn on_time(&mut self, _now: Instant, _cx: &mut Context) -> Verdict {
         Verdict::Pass
     }
+
+    /// True when the rule has commands of its own to send to the backend (`asks`): the
+    /// exchange then reads no further client command until they are answered, so every
+    /// client command is judged with what they tell.
+    fn wants_to_ask(&self) -> bool {
+        false
+    }
+
+    /// The commands to send now, at a point where no client command is in flight. Their
+    /// untagged answers go to `on_answer`, never to the client.
+    fn asks(&mut self, _cx: &Context) -> Vec<Ask> {
+        Vec::new()
+    }
+
+    /// An untagged response to one of this rule's asks.
+    fn on_answer(&mut self, _resp: &Response, _cx: &mut Context) {}
+
+    /// The backend answered every ask of the round (`ok`: all with OK).
+    fn answered(&mut self, _ok: bool, _cx: &mut Context) {}
+}
+
+/// A command a rule sends to the backend for itself (a GETMETADATA, a LIST), under a tag
+/// of imapgate's that no client command can have.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ask {
+    pub name: String,
+    pub args: Vec<Arg>,
 }
 
 /// What a rule decided about a message. Rewriting happens in place, with `Pass`.
@@ -381,6 +408,34 @@ impl Engine {
             }
         }
         Verdict::Pass
+    }
+
+    /// True when an applicable rule has commands of its own to send.
+    pub fn wants_to_ask(&self) -> bool {
+        self.rules.iter().any(|r| r.applies && r.rule.wants_to_ask())
+    }
+
+    /// The commands of the first applicable rule that has some, and which rule it is.
+    pub fn asks(&mut self) -> Option<(usize, Vec<Ask>)> {
+        let cx = &self.cx;
+        self.rules.iter_mut().enumerate().filter(|(_, r)| r.applies).find_map(|(i, r)| {
+            let asks = r.rule.asks(cx);
+            (!asks.is_empty()).then_some((i, asks))
+        })
+    }
+
+    /// An untagged answer to rule `i`'s asks.
+    pub fn on_answer(&mut self, i: usize, resp: &Response) {
+        if let Some(r) = self.rules.get_mut(i) {
+            r.rule.on_answer(resp, &mut self.cx);
+        }
+    }
+
+    /// Rule `i`'s asks are all answered.
+    pub fn answered(&mut self, i: usize, ok: bool) {
+        if let Some(r) = self.rules.get_mut(i) {
+            r.rule.answered(ok, &mut self.cx);
+        }
     }
 
     /// The earliest deadline of an applicable rule.

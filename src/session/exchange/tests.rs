@@ -110,6 +110,70 @@ impl Peers {
     }
 }
 
+const TYPED: (&str, &[(&str, &str)]) = (
+    "hide_folders",
+    &[("metadata", "/shared/vendor/kolab/folder-type"), ("types", "event contact")],
+);
+
+#[test]
+fn folders_hidden_by_type_are_learned_by_imapgates_own_commands_before_any_client_command() {
+    let mut p = Peers::new(&[TYPED]);
+    // Nothing of the client's is read while the rule asks.
+    p.client_sends(b"a LIST \"\" \"*\"\r\n");
+    assert_eq!(p.backend_text(), "g1 LIST \"\" \"*\"\r\n");
+    p.server_sends(
+        b"* LIST (\\HasNoChildren) \"/\" INBOX\r\n* LIST (\\HasNoChildren) \"/\" Kalender\r\n\
+          * 1 EXISTS\r\ng1 OK done\r\n",
+    );
+    assert_eq!(
+        p.backend_text(),
+        "g1 LIST \"\" \"*\"\r\n\
+         g2 GETMETADATA \"INBOX\" \"/shared/vendor/kolab/folder-type\"\r\n\
+         g3 GETMETADATA \"Kalender\" \"/shared/vendor/kolab/folder-type\"\r\n"
+    );
+    p.server_sends(
+        b"* METADATA \"Kalender\" (\"/shared/vendor/kolab/folder-type\" \"event.default\")\r\n\
+          g2 OK done\r\ng3 OK done\r\n",
+    );
+    // Only now the client's LIST goes, and it finds the calendar gone.
+    assert!(p.backend_text().ends_with("g4 LIST \"\" \"*\"\r\n"), "{}", p.backend_text());
+    p.server_sends(
+        b"* LIST (\\HasNoChildren) \"/\" INBOX\r\n* LIST (\\HasNoChildren) \"/\" Kalender\r\ng4 OK done\r\n",
+    );
+    assert_eq!(
+        p.client_text(),
+        "* 1 EXISTS\r\n* LIST (\\HasNoChildren) \"/\" INBOX\r\na OK done\r\n",
+        "unsolicited data goes to the client, the rule's answers never do"
+    );
+    p.client_sends(b"b SELECT Kalender\r\n");
+    assert!(p.client_text().ends_with("b NO [NONEXISTENT] Mailbox doesn't exist.\r\n"));
+    // A new folder typed by the client: learned again before the next command is read.
+    p.client_sends(b"c CREATE Kontakte\r\nd SELECT Kontakte\r\n");
+    assert!(
+        p.backend_text().ends_with("g5 CREATE Kontakte\r\n"),
+        "SELECT waits: {}",
+        p.backend_text()
+    );
+    p.server_sends(b"g5 OK created\r\n");
+    assert!(p.backend_text().ends_with("g6 LIST \"\" \"*\"\r\n"), "{}", p.backend_text());
+    p.server_sends(
+        b"* LIST () \"/\" INBOX\r\n* LIST () \"/\" Kalender\r\n* LIST () \"/\" Kontakte\r\ng6 OK done\r\n",
+    );
+    p.server_sends(
+        b"* METADATA \"Kalender\" (\"/shared/vendor/kolab/folder-type\" \"event\")\r\n\
+          * METADATA \"Kontakte\" (\"/shared/vendor/kolab/folder-type\" \"contact.default\")\r\n\
+          g7 OK\r\ng8 OK\r\ng9 OK\r\n",
+    );
+    assert!(p
+        .backend_text()
+        .ends_with("g9 GETMETADATA \"Kontakte\" \"/shared/vendor/kolab/folder-type\"\r\n"));
+    assert!(
+        p.client_text().ends_with("c OK created\r\nd NO [NONEXISTENT] Mailbox doesn't exist.\r\n"),
+        "{}",
+        p.client_text()
+    );
+}
+
 #[test]
 fn compress_in_a_judged_session_is_answered_by_imapgate_and_never_sent() {
     let mut p = Peers::new(&[DENY]);

@@ -110,6 +110,11 @@ impl Client {
         }
     }
 
+    /// True between commands: nothing of a command is read, queued or waited for.
+    pub(super) fn at_rest(&self) -> bool {
+        self.state == State::Command && self.cmd.buf.is_empty() && self.cmd.sent.is_none()
+    }
+
     /// True while client bytes may be consumed: the exchange does not wait for the
     /// backend's decision on what the client is sending.
     fn may_consume(&self) -> bool {

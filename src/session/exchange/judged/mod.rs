@@ -10,7 +10,10 @@
 //! - IDLE ends only with an exact `DONE`; any other line ends it and is judged as a command;
 //! - a literal too large to hold (an APPEND message) streams, but every later argument of
 //!   the same command is judged before it is sent, and sizes count per message;
-//! - a continuation request the backend was not asked for ends the session.
+//! - a continuation request the backend was not asked for ends the session;
+//! - a rule's own commands (`Rule::asks`, hiding folders by type) go out only when no
+//!   client command is in flight or half read, under imapgate's tags, and no client
+//!   command is read until they are answered; their answers never reach the client.
 //!
 //! The client side (`client.rs`) turns client bytes into judged commands on the backend
 //! queue; the server side (`server.rs`) turns backend responses into client bytes,
@@ -23,9 +26,11 @@ mod tags;
 
 use std::time::Instant;
 
-use super::queue::Queue;
+use super::queue::{Await, AwaitKind, Item, Queue};
 use super::Stop;
-use crate::rules::{Engine, Verdict};
+use crate::imap::command;
+use crate::imap::response::{self, Kind};
+use crate::rules::{Engine, Response, Verdict};
 
 use client::Client;
 use server::Server;
@@ -62,6 +67,8 @@ pub(super) struct Judged {
     pub(super) server_bye: bool,
     refusals: RefusalLog,
     pub(super) compress: super::Compress,
+    /// A rule's own commands out on the backend (`Rule::asks`).
+    asking: Option<Asking>,
     /// imapgate's COMPRESS answer is among `answers`: deflate starts right after them.
     deflate_after_answers: bool,
 }
@@ -82,20 +89,88 @@ impl Judged {
             refusals: RefusalLog::default(),
             compress: super::Compress::Off,
             deflate_after_answers: false,
+            asking: None,
         }
     }
 
     pub(super) fn client_input(&mut self, data: &[u8], now: Instant) -> usize {
-        client::input(self, data, now)
+        self.maybe_ask();
+        let used = client::input(self, data, now);
+        self.maybe_ask();
+        used
     }
 
     pub(super) fn server_input(&mut self, data: &[u8], now: Instant) -> usize {
-        server::input(self, data, now)
+        let used = server::input(self, data, now);
+        self.maybe_ask();
+        used
     }
 
-    /// True while client bytes may be read: the queues toward both peers have room.
+    /// Sends a rule's own commands when it has some and nothing of the client's is in
+    /// flight or half read: the backend's answers to them cannot be taken for the
+    /// client's, and no client command is judged until they are in.
+    fn maybe_ask(&mut self) {
+        let quiet = self.asking.is_none()
+            && self.tags.len() == 0
+            && self.stop.is_none()
+            && self.client.at_rest()
+            && self.rules.wants_to_ask();
+        if !quiet {
+            return;
+        }
+        let Some((rule, asks)) = self.rules.asks() else { return };
+        let mut tags = Vec::new();
+        for ask in asks {
+            let tag = self.tags.fresh();
+            let encoded = command::encode(&tag, &ask.name, &ask.args);
+            let mut from = 0;
+            for &point in &encoded.sync_points {
+                self.push_backend(&encoded.bytes[from..point]);
+                let kind = AwaitKind::Literal;
+                self.to_backend.push_item(Item::Await(Await { tag: tag.clone(), kind }));
+                from = point;
+            }
+            self.push_backend(&encoded.bytes[from..]);
+            tags.push(tag);
+        }
+        self.asking = Some(Asking { rule, tags, ok: true });
+    }
+
+    /// An answer to one of the rule's own commands, or untagged data for them: the
+    /// client never sees it. Returns false for a response that is the client's.
+    pub(super) fn ask_answer(&mut self, resp: &Response) -> bool {
+        let Some(asking) = &mut self.asking else { return false };
+        match response::kind(&resp.raw) {
+            Kind::Tagged(tag) => {
+                let Some(at) = asking.tags.iter().position(|t| t.as_bytes() == tag) else {
+                    return false;
+                };
+                let tag = asking.tags.remove(at);
+                asking.ok &= response::status(&resp.raw).is_some_and(|s| s.status == "OK");
+                self.to_backend.drop_rest_of(&tag);
+                if asking.tags.is_empty() {
+                    let Asking { rule, ok, .. } = self.asking.take().expect("checked above");
+                    self.rules.answered(rule, ok);
+                }
+                true
+            }
+            // With no client command in flight, listings and annotations answer the rule.
+            Kind::Untagged if self.tags.len() == 0 && is_ask_data(&resp.raw) => {
+                let rule = asking.rule;
+                self.rules.on_answer(rule, resp);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// True while client bytes may be read: the queues toward both peers have room, and
+    /// no rule is waiting to ask the backend something (a command half read is read on:
+    /// only a complete one waits).
     pub(super) fn wants_client_input(&self) -> bool {
-        self.stop.is_none()
+        let rule_waits = self.asking.is_some() || self.rules.wants_to_ask();
+        !(rule_waits && self.client.at_rest())
+            && self.stop.is_none()
             && self.compress != super::Compress::Switching
             && self.to_backend.own_bytes() < QUEUE_HIGH_WATER
             && self.to_client.own_bytes() + self.answers.len() < QUEUE_HIGH_WATER
@@ -163,6 +238,23 @@ impl Judged {
     fn push_backend(&mut self, bytes: &[u8]) {
         self.to_backend.push(bytes);
     }
+}
+
+/// A rule's own commands in flight.
+struct Asking {
+    /// The rule (its index in the engine).
+    rule: usize,
+    /// Backend tags not answered yet.
+    tags: Vec<String>,
+    /// Every answer so far was OK.
+    ok: bool,
+}
+
+/// Untagged data that answers a rule's LIST or GETMETADATA.
+fn is_ask_data(raw: &[u8]) -> bool {
+    ["* LIST ", "* LSUB ", "* METADATA "]
+        .iter()
+        .any(|p| raw.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p.as_bytes())))
 }
 
 /// Per session, the first refusals are logged one by one; after that they are counted

@@ -109,6 +109,12 @@ fn collect(ex: &mut Judged, chunk: &[u8], event: Option<Event>, now: Instant) {
 fn decide(ex: &mut Judged, complete: bool) {
     let raw = std::mem::take(&mut ex.server.buf);
     let literal_sizes = std::mem::take(&mut ex.server.literal_sizes);
+    let resp = Response { raw, complete, literal_sizes };
+    if ex.ask_answer(&resp) {
+        // A rule's own command's answer: never the client's.
+        return finish(ex, complete, false);
+    }
+    let Response { raw, literal_sizes, .. } = resp;
     let raw = match response::kind(&raw) {
         Kind::Continuation => return continuation(ex, &raw, complete),
         Kind::Tagged(tag) => match tagged(ex, tag, &raw) {

@@ -21,6 +21,12 @@ impl Tags {
         tag
     }
 
+    /// A new backend tag for one of imapgate's own commands (no client tag maps to it).
+    pub(super) fn fresh(&mut self) -> String {
+        self.next += 1;
+        format!("g{}", self.next)
+    }
+
     /// The client's tag for a backend tag still in flight.
     pub(super) fn client_tag(&self, backend_tag: &[u8]) -> Option<&str> {
         self.in_flight.iter().find(|(b, _)| b.as_bytes() == backend_tag).map(|(_, c)| c.as_str())
