@@ -70,6 +70,15 @@ pub struct Conn {
     pos: usize,
     end: usize,
     line: Vec<u8>,
+    /// COMPRESS=DEFLATE, once on.
+    z: Option<Box<Deflate>>,
+}
+
+struct Deflate {
+    inflate: flate2::Decompress,
+    deflate: flate2::Compress,
+    raw: Vec<u8>,
+    raw_pos: usize,
 }
 
 /// What a completed command returned.
@@ -125,6 +134,7 @@ impl Conn {
             pos: 0,
             end: 0,
             line: Vec::with_capacity(256),
+            z: None,
         })
     }
 
@@ -147,12 +157,53 @@ impl Conn {
             self.end -= self.pos;
             self.pos = 0;
         }
-        let n = self.s.read(&mut self.buf[self.end..])?;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
+        let Some(z) = self.z.as_mut() else {
+            let n = self.s.read(&mut self.buf[self.end..])?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
+            }
+            self.end += n;
+            return Ok(());
+        };
+        loop {
+            let (i0, o0) = (z.inflate.total_in(), z.inflate.total_out());
+            z.inflate
+                .decompress(&z.raw[z.raw_pos..], &mut self.buf[self.end..], flate2::FlushDecompress::Sync)
+                .map_err(|e| err(format!("inflate: {e}")))?;
+            z.raw_pos += (z.inflate.total_in() - i0) as usize;
+            let made = (z.inflate.total_out() - o0) as usize;
+            if made > 0 {
+                self.end += made;
+                return Ok(());
+            }
+            z.raw.drain(..z.raw_pos);
+            z.raw_pos = 0;
+            let len = z.raw.len();
+            z.raw.resize(len + (64 << 10), 0);
+            let n = self.s.read(&mut z.raw[len..])?;
+            z.raw.truncate(len + n);
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
+            }
         }
-        self.end += n;
-        Ok(())
+    }
+
+    /// COMPRESS DEFLATE (RFC 4978); false when the server does not offer it.
+    pub fn compress(&mut self) -> io::Result<bool> {
+        if !self.capabilities()?.iter().any(|c| c.eq_ignore_ascii_case("COMPRESS=DEFLATE")) {
+            return Ok(false);
+        }
+        self.cmd_ok("zc", "COMPRESS DEFLATE", None)?;
+        let leftover = self.buf[self.pos..self.end].to_vec();
+        self.pos = 0;
+        self.end = 0;
+        self.z = Some(Box::new(Deflate {
+            inflate: flate2::Decompress::new(false),
+            deflate: flate2::Compress::new(flate2::Compression::new(6), false),
+            raw: leftover,
+            raw_pos: 0,
+        }));
+        Ok(true)
     }
 
     /// Reads one line (with CRLF) into `self.line`.
@@ -191,6 +242,23 @@ impl Conn {
     }
 
     pub fn send(&mut self, b: &[u8]) -> io::Result<()> {
+        if let Some(z) = self.z.as_mut() {
+            let mut out = Vec::with_capacity(b.len() + 1024);
+            let mut taken = 0;
+            loop {
+                let i0 = z.deflate.total_in();
+                z.deflate
+                    .compress_vec(&b[taken..], &mut out, flate2::FlushCompress::Sync)
+                    .map_err(|e| err(format!("deflate: {e}")))?;
+                taken += (z.deflate.total_in() - i0) as usize;
+                if taken == b.len() && out.len() < out.capacity() {
+                    break;
+                }
+                out.reserve(64 << 10);
+            }
+            self.s.write_all(&out)?;
+            return self.s.flush();
+        }
         self.s.write_all(b)?;
         self.s.flush()
     }

@@ -108,9 +108,22 @@ pub struct FetchResult {
 /// Logs in as `user`, selects INBOX (expecting `count` messages), then runs
 /// `FETCH 1:* BODY.PEEK[]` `repeats` times; each must return `count`
 /// literals of `size` bytes. Only the FETCHes are timed.
-pub fn fetch(ep: &Endpoint, user: &str, count: u64, size: u64, repeats: usize, proxy: &[u32]) -> std::io::Result<FetchResult> {
+/// FETCHes every message of `user` `repeats` times; with `compress`, after COMPRESS
+/// DEFLATE (`None` when the target does not offer it).
+pub fn fetch(
+    ep: &Endpoint,
+    user: &str,
+    count: u64,
+    size: u64,
+    repeats: usize,
+    proxy: &[u32],
+    compress: bool,
+) -> std::io::Result<Option<FetchResult>> {
     let mut c = Conn::open(ep, 256 << 10)?;
     c.login(user, PASSWORD)?;
+    if compress && !c.compress()? {
+        return Ok(None);
+    }
     let sel = c.cmd_ok("s", "SELECT INBOX", None)?;
     if sel.exists != Some(count) {
         return Err(err(format!("{user}: SELECT INBOX: EXISTS {:?}, expected {count}", sel.exists)));
@@ -133,7 +146,7 @@ pub fn fetch(ep: &Endpoint, user: &str, count: u64, size: u64, repeats: usize, p
     let secs = t0.elapsed().as_secs_f64();
     let proxy_cpu = sys::tree_cpu(proxy) - cpu0;
     let _ = c.cmd("z", "LOGOUT", None);
-    Ok(FetchResult { bytes, secs, proxy_cpu })
+    Ok(Some(FetchResult { bytes, secs, proxy_cpu }))
 }
 
 pub struct AppendResult {

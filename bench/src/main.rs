@@ -20,7 +20,7 @@ use setup::*;
 use setup::Relaunch;
 
 const USAGE: &str = "usage: imapgate-bench [--quick] [--tls] [--reps N] [--secs S] [--idle N]
-                      [--targets direct,nginx,perdition,imapgate,imapgate-rules]
+                      [--targets direct,nginx,perdition,imapgate,imapgate-rules,imapgate-ldap,imapgate-ldap-cache]
                       [--scenarios login,bulk,small,append,idle] [--appends N]
                       [--no-install] [--no-build] [--imapgate PATH] [--keep] [--hold]
   --quick      1 repetition, 2 s login loops, fewer FETCH rounds and APPENDs (about 2-3 min)
@@ -29,7 +29,9 @@ const USAGE: &str = "usage: imapgate-bench [--quick] [--tls] [--reps N] [--secs 
   --secs S     duration of each login loop (default 6)
   --idle N     idle logged-in sessions for the memory figure (default 1000)
   --targets    subset of targets, comma separated (default all but imapgate-rules, which
-               is a second imapgate whose listener has rules: judged mode)
+               is a second imapgate whose listener has rules: judged mode, and
+               imapgate-ldap and imapgate-ldap-cache, which route through an LDAP map
+               on a slapd of the bench's, without and with a cache)
   --scenarios  subset of scenarios, comma separated (default all)
   --appends N  messages per APPEND run (default 2000, --quick 500)
   --no-install do not apt-get install missing peers
@@ -57,7 +59,7 @@ pub struct Opts {
 }
 
 /// Everything `measure` can run, in the order it runs them.
-const SCENARIOS: [&str; 5] = ["login", "bulk", "small", "append", "idle"];
+const SCENARIOS: [&str; 6] = ["login", "bulk", "small", "bulkz", "append", "idle"];
 
 /// Outstanding APPENDs of the pipelined APPEND run (a bulk uploader's window).
 const APPEND_WINDOW: usize = 16;
@@ -196,8 +198,9 @@ fn load_cmd(a: &[String]) -> i32 {
         "bulk" | "small" => {
             let (user, count, size) =
                 if kind == "bulk" { (BIG_USER, BIG_COUNT, BIG_SIZE) } else { (SMALL_USER, SMALL_COUNT, SMALL_SIZE) };
-            match load::fetch(&e, user, count as u64, size as u64, n, &[]) {
-                Ok(f) => println!("{:.0} MB/s", f.bytes as f64 / 1e6 / f.secs),
+            match load::fetch(&e, user, count as u64, size as u64, n, &[], false) {
+                Ok(Some(f)) => println!("{:.0} MB/s", f.bytes as f64 / 1e6 / f.secs),
+                Ok(None) => println!("n/a"),
                 Err(err) => {
                     eprintln!("{err}");
                     return 1;
@@ -291,7 +294,7 @@ fn run(o: &Opts) -> Result<(), String> {
         install_peers()?;
     }
     let want = |t: &str| o.targets.iter().any(|x| x == t);
-    let gate_bin = if !want("imapgate") && !want("imapgate-rules") {
+    let gate_bin = if !["imapgate", "imapgate-rules", "imapgate-ldap", "imapgate-ldap-cache"].iter().any(|t| want(t)) {
         None
     } else if let Some(p) = &o.imapgate {
         Some(p.clone())
@@ -314,7 +317,7 @@ fn run(o: &Opts) -> Result<(), String> {
     // Warm the page cache and Dovecot's indexes.
     let direct = ep(dovecot.port, &None);
     for (user, count, size) in [(BIG_USER, BIG_COUNT, BIG_SIZE), (SMALL_USER, SMALL_COUNT, SMALL_SIZE)] {
-        load::fetch(&direct, user, count as u64, size as u64, 1, &[])
+        load::fetch(&direct, user, count as u64, size as u64, 1, &[], false)
             .map_err(|e| format!("warm-up {user}: {e}\n{}", dovecot_log(&dir)))?;
     }
 
@@ -345,9 +348,20 @@ fn run(o: &Opts) -> Result<(), String> {
             tls.push(("perdition", Some(Target { name: "perdition", ep: ep(p.port, &tls_cfg), proxy: procs(vec![p.pid]), relaunch: Some(p.relaunch) })));
         }
     }
-    for name in ["imapgate", "imapgate-rules"].into_iter().filter(|t| want(t)) {
+    let ldap_port = if want("imapgate-ldap") || want("imapgate-ldap-cache") {
+        // Every user a scenario logs in as: the sanity and warm-up users, pN and lNuM.
+        let mut users: Vec<String> = vec![BIG_USER.into(), SMALL_USER.into()];
+        users.extend((0..256).map(|i| format!("p{i}")));
+        for clients in [16, 64, 256] {
+            users.extend((0..clients).map(|i| format!("l{clients}u{i}")));
+        }
+        Some(start_slapd(&dir, &users)?)
+    } else {
+        None
+    };
+    for name in ["imapgate", "imapgate-rules", "imapgate-ldap", "imapgate-ldap-cache"].into_iter().filter(|t| want(t)) {
         let Some(bin) = &gate_bin else { break };
-        let g = start_imapgate(bin, &dir, name, dovecot.port, o.tls)?;
+        let g = start_imapgate(bin, &dir, name, dovecot.port, o.tls, ldap_port)?;
         let pr = procs(vec![g.pid]);
         let rl = Some(g.relaunch.clone());
         plain.push((name, Some(Target { name, ep: ep(g.port, &tls_none), proxy: pr.clone(), relaunch: rl.clone() })));
@@ -565,17 +579,20 @@ fn measure(o: &Opts, t: &Target, mode: &str, rep: usize, dports: &[u16], recs: &
         })?;
     }
 
-    for (name, user, count, size, rounds) in [
-        ("bulk", BIG_USER, BIG_COUNT, BIG_SIZE, o.bulk_rounds),
-        ("small", SMALL_USER, SMALL_COUNT, SMALL_SIZE, o.small_rounds),
+    for (name, user, count, size, rounds, compress) in [
+        ("bulk", BIG_USER, BIG_COUNT, BIG_SIZE, o.bulk_rounds, false),
+        ("small", SMALL_USER, SMALL_COUNT, SMALL_SIZE, o.small_rounds, false),
+        ("bulkz", BIG_USER, BIG_COUNT, BIG_SIZE, o.bulk_rounds, true),
     ]
     .into_iter()
     .filter(|s| o.runs(s.0))
     {
         scenario(name, &mut |out| {
             let (g0, f0) = (sys::self_cpu(), foreign());
-            let f = load::fetch(&t.ep, user, count as u64, size as u64, rounds, &proxy)
+            let f = load::fetch(&t.ep, user, count as u64, size as u64, rounds, &proxy, compress)
                 .map_err(|e| format!("{} {mode} {name} FETCH: {e}", t.name))?;
+            // A target without COMPRESS has no figure here.
+            let Some(f) = f else { return Ok(0.0) };
             let g1 = sys::self_cpu();
             let foreign_pct = 100.0 * (foreign() - f0) / f.secs / ncpu;
             out.push((format!("{name}_mb_s"), f.bytes as f64 / 1e6 / f.secs));

@@ -14,7 +14,8 @@ pub struct Rec {
     pub value: f64,
 }
 
-pub const TARGETS: [&str; 5] = ["direct", "nginx", "perdition", "imapgate", "imapgate-rules"];
+pub const TARGETS: [&str; 7] =
+    ["direct", "nginx", "perdition", "imapgate", "imapgate-rules", "imapgate-ldap", "imapgate-ldap-cache"];
 
 /// (metric, label, ratio to direct makes sense)
 const ROWS: &[(&str, &str, bool)] = &[
@@ -29,6 +30,8 @@ const ROWS: &[(&str, &str, bool)] = &[
     ("bulk_cpu_s_per_gb", "proxy CPU s per GB (bulk)", false),
     ("small_mb_s", "small FETCH 2000 x 4 KiB, MB/s", true),
     ("small_cpu_s_per_gb", "proxy CPU s per GB (small)", false),
+    ("bulkz_mb_s", "bulk FETCH, client COMPRESS=DEFLATE, MB/s", true),
+    ("bulkz_cpu_s_per_gb", "proxy CPU s per GB (bulk, compressed)", false),
     ("append_seq_msg_s", "APPEND 4 KiB one at a time, messages/s", true),
     ("append_seq_mb_s", "  MB/s", true),
     ("append_seq_p50_ms", "  p50 APPEND latency (send to tagged OK), ms", true),
@@ -44,6 +47,7 @@ const GEN_ROWS: &[&str] = &[
     "login64_gen_cpu_pct",
     "bulk_gen_cpu_pct",
     "small_gen_cpu_pct",
+    "bulkz_gen_cpu_pct",
     "append_seq_gen_cpu_pct",
     "append_pipe_gen_cpu_pct",
 ];
@@ -53,6 +57,7 @@ const FOREIGN_ROWS: &[&str] = &[
     "login64_foreign_cpu_pct",
     "bulk_foreign_cpu_pct",
     "small_foreign_cpu_pct",
+    "bulkz_foreign_cpu_pct",
     "append_seq_foreign_cpu_pct",
     "append_pipe_foreign_cpu_pct",
 ];

@@ -282,6 +282,11 @@ default_client_limit = 20000
 default_vsz_limit = 1G
 mail_max_userip_connections = 100000
 imap_idle_notify_interval = 30 mins
+# COMPRESS=DEFLATE for the direct figure of the bulkz scenario.
+mail_plugins = $mail_plugins zlib
+protocol imap {{
+  mail_plugins = $mail_plugins imap_zlib
+}}
 
 passdb {{
   driver = static
@@ -409,10 +414,25 @@ pub fn rules_line(target: &str) -> &'static str {
     }
 }
 
-fn imapgate_conf(dovecot_port: u16, port: u16, tls: Option<(u16, &Path)>, rules: &str) -> String {
+/// The `[map users]` section of a target: static, or an LDAP map on the bench's slapd
+/// (`imapgate-ldap` without a cache, `imapgate-ldap-cache` with one).
+pub fn map_section(target: &str, ldap_port: Option<u16>) -> String {
+    match (target, ldap_port) {
+        ("imapgate-ldap" | "imapgate-ldap-cache", Some(port)) => {
+            let cache = if target == "imapgate-ldap-cache" { "cache_ttl = 5m\n" } else { "" };
+            format!(
+                "[map users]\ntype = ldap\nurl = ldap://127.0.0.1:{port}\nbase = {LDAP_BASE}\n\
+                 filter = (uid=%u)\nfield = backend l\n{cache}"
+            )
+        }
+        _ => "[map users]\ntype = static\ndefault = dovecot\n".to_string(),
+    }
+}
+
+fn imapgate_conf(dovecot_port: u16, port: u16, tls: Option<(u16, &Path)>, rules: &str, map: &str) -> String {
     let mut s = format!(
         "[global]\nlog_level = warn\n\n[backend dovecot]\nhost = 127.0.0.1\nport = {dovecot_port}\n\n\
-         [map users]\ntype = static\ndefault = dovecot\n\n\
+         {map}\n\
          [listener imap]\nlisten = 127.0.0.1:{port}\nmap = users\n{rules}"
     );
     s += RULE_SECTIONS;
@@ -428,11 +448,19 @@ fn imapgate_conf(dovecot_port: u16, port: u16, tls: Option<(u16, &Path)>, rules:
 
 /// One imapgate process as target `name` (`imapgate` or `imapgate-rules`, see
 /// `rules_line`), with its config and log in its own subdirectory.
-pub fn start_imapgate(bin: &Path, dir: &Path, name: &'static str, dovecot_port: u16, tls: bool) -> Res<Imapgate> {
+pub fn start_imapgate(
+    bin: &Path,
+    dir: &Path,
+    name: &'static str,
+    dovecot_port: u16,
+    tls: bool,
+    ldap_port: Option<u16>,
+) -> Res<Imapgate> {
     if !bin.is_file() {
         return Err(format!("imapgate binary {} not found", bin.display()));
     }
     let rules = rules_line(name);
+    let map = map_section(name, ldap_port);
     let d = dir.join(name);
     std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
     // A private copy: the whole run uses one build even if target/ is rebuilt meanwhile.
@@ -445,7 +473,7 @@ pub fn start_imapgate(bin: &Path, dir: &Path, name: &'static str, dovecot_port: 
         // Does this build know `tls = implicit`? Ask `imapgate -t`.
         let tp = free_port();
         let probe = d.join("imapgate-tls.ini");
-        write(&probe, &imapgate_conf(dovecot_port, port, Some((tp, &dir.join("tls"))), rules))?;
+        write(&probe, &imapgate_conf(dovecot_port, port, Some((tp, &dir.join("tls"))), rules, &map))?;
         let out = Command::new(bin).arg("-t").arg("-f").arg(&probe).output().map_err(|e| e.to_string())?;
         if out.status.success() {
             tls_port = Some(tp);
@@ -458,7 +486,7 @@ pub fn start_imapgate(bin: &Path, dir: &Path, name: &'static str, dovecot_port: 
     }
     let conf = d.join("imapgate.ini");
     let tls_dir = dir.join("tls");
-    write(&conf, &imapgate_conf(dovecot_port, port, tls_port.map(|tp| (tp, tls_dir.as_path())), rules))?;
+    write(&conf, &imapgate_conf(dovecot_port, port, tls_port.map(|tp| (tp, tls_dir.as_path())), rules, &map))?;
     let (bin, logp) = (bin.to_path_buf(), d.join("imapgate.log"));
     let log_for_cmd = logp.clone();
     let mut ports = vec![port];
@@ -471,6 +499,62 @@ pub fn start_imapgate(bin: &Path, dir: &Path, name: &'static str, dovecot_port: 
     };
     let (pid, relaunch) = launch(name, make, ports, logp)?;
     Ok(Imapgate { pid, relaunch, port, tls_port })
+}
+
+// --------------------------------------------------------------- slapd ----
+
+pub const LDAP_BASE: &str = "ou=people,dc=bench";
+
+/// A slapd (mdb) holding one entry for every user the scenarios log in as, each
+/// routed to the backend `dovecot` by its `l` attribute; for the LDAP-map targets.
+pub fn start_slapd(dir: &Path, users: &[String]) -> Res<u16> {
+    let slapd = have("slapd").ok_or("slapd not installed (Debian: slapd)")?;
+    let slapadd = have("slapadd").ok_or("slapadd not installed (Debian: slapd)")?;
+    let d = dir.join("slapd");
+    std::fs::create_dir_all(d.join("db")).map_err(|e| e.to_string())?;
+    let conf = d.join("slapd.conf");
+    write(
+        &conf,
+        &format!(
+            "include /etc/ldap/schema/core.schema\ninclude /etc/ldap/schema/cosine.schema\n\
+             include /etc/ldap/schema/inetorgperson.schema\npidfile {p}/slapd.pid\n\
+             modulepath /usr/lib/ldap\nmoduleload back_mdb\ndatabase mdb\nmaxsize 104857600\n\
+             suffix \"dc=bench\"\nrootdn \"cn=admin,dc=bench\"\nrootpw adminpw\ndirectory {p}/db\n\
+             access to * by * read\n",
+            p = d.display()
+        ),
+    )?;
+    let mut ldif = "dn: dc=bench\nobjectClass: dcObject\nobjectClass: organization\no: bench\ndc: bench\n\n\
+                    dn: ou=people,dc=bench\nobjectClass: organizationalUnit\nou: people\n\n"
+        .to_string();
+    for u in users {
+        ldif += &format!(
+            "dn: uid={u},{LDAP_BASE}\nobjectClass: inetOrgPerson\nuid: {u}\ncn: {u}\nsn: {u}\nl: dovecot\n\n"
+        );
+    }
+    write(&d.join("data.ldif"), &ldif)?;
+    let out = Command::new(slapadd)
+        .arg("-f")
+        .arg(&conf)
+        .arg("-l")
+        .arg(d.join("data.ldif"))
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("slapadd: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let port = free_port();
+    let logp = d.join("slapd.log");
+    let log2 = logp.clone();
+    let make = move || {
+        let log = std::fs::File::create(&log2).map_err(|e| e.to_string())?;
+        let mut c = Command::new(&slapd);
+        c.arg("-f").arg(&conf).arg("-h").arg(format!("ldap://127.0.0.1:{port}/")).args(["-d", "0"]);
+        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        Ok(c)
+    };
+    launch("slapd", make, vec![port], logp)?;
+    Ok(port)
 }
 
 // --------------------------------------------------------------- nginx ----
