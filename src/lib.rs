@@ -20,6 +20,9 @@ pub mod net;
 pub(crate) mod rules;
 pub(crate) mod session;
 
+#[cfg(test)]
+mod documented;
+
 /// Runs imapgate with the process's arguments; returns the exit code.
 pub fn main() -> i32 {
     daemon::main()

@@ -74,7 +74,7 @@ impl Default for Global {
     }
 }
 
-const KEYS: &[&str] = &[
+pub(crate) const KEYS: &[&str] = &[
     "log",
     "log_file",
     "log_level",

@@ -54,6 +54,10 @@ pub enum MapKind {
     },
 }
 
+/// Keys of static and regex maps (`user` is static's, `route` regex's); the other types'
+/// keys are `lookup::load`'s.
+pub(crate) const MAP_KEYS: &[&str] = &["type", "default", "user", "route"];
+
 /// The map types whose keys `lookup::load` reads.
 pub const SOURCE_TYPES: [&str; 6] = ["file", "cdb", "http", "ldap", "sql", "chain"];
 
@@ -85,25 +89,13 @@ pub(crate) fn parse(
             None
         }
         Some(("static", _)) => {
-            check_keys(
-                sec,
-                &label,
-                &["type", "default", "user", "route"],
-                &["user", "route"],
-                diag,
-            );
+            check_keys(sec, &label, MAP_KEYS, &["user", "route"], diag);
             wrong_kind(sec, "route", "regex", diag);
             let users = static_users(sec, backends, diag);
             Some(MapKind::Static { default, users })
         }
         Some(("regex", _)) => {
-            check_keys(
-                sec,
-                &label,
-                &["type", "default", "user", "route"],
-                &["user", "route"],
-                diag,
-            );
+            check_keys(sec, &label, MAP_KEYS, &["user", "route"], diag);
             wrong_kind(sec, "user", "static", diag);
             let routes = regex_routes(sec, backends, diag);
             Some(MapKind::Regex { routes, default })

@@ -30,6 +30,8 @@ use std::time::Duration;
 pub use daemon::{Access, Daemon, Mode};
 pub use error::{ConfigError, ConfigErrors};
 pub use global::{Global, LogTarget};
+#[cfg(test)]
+pub(crate) use map::SOURCE_TYPES;
 pub use map::{Map, MapKind};
 pub use pool::{stable_hash, BackendLogin, Balance, LoginMethod, Pool};
 pub use rule::RuleSection;
@@ -361,13 +363,7 @@ fn sort<'a>(sections: &'a [Section], diag: &mut Diag) -> Sorted<'a> {
 fn parse_backend(name: &str, sec: &Section, base: &Path, diag: &mut Diag) -> Option<Backend> {
     let before = diag.count();
     let label = format!("[backend {name}]");
-    let keys = [
-        &["host", "port", "connect_timeout", "timeout"],
-        tls::BACKEND_KEYS,
-        &["send_proxy_protocol"],
-        pool::BACKEND_KEYS,
-    ]
-    .concat();
+    let keys = backend_keys();
     check_keys(sec, &label, &keys, &[], diag);
     let host = required(sec, &label, "host", diag, parse_host);
     let port = value_of(sec, "port", diag, parse_port);
@@ -405,12 +401,7 @@ fn parse_listener(
 ) -> Option<Listener> {
     let before = diag.count();
     let label = format!("[listener {name}]");
-    let keys = [
-        &["listen", "map", "rules", "oauth_mechanisms", "compress"],
-        tls::LISTENER_KEYS,
-        daemon::LISTENER_KEYS,
-    ]
-    .concat();
+    let keys = listener_keys();
     let repeatable = [&["listen", "sni_cert"], daemon::LISTENER_REPEATABLE].concat();
     check_keys(sec, &label, &keys, &repeatable, diag);
     let mut listen = Vec::new();
@@ -482,6 +473,32 @@ fn parse_listener(
         compress: value_of(sec, "compress", diag, value::parse_yes_no).unwrap_or(true),
     };
     (diag.count() == before).then_some(listener)
+}
+
+/// The keys of `[backend NAME]`: this module's, TLS's and the login and health keys.
+fn backend_keys() -> Vec<&'static str> {
+    let own: &[&str] = &["host", "port", "connect_timeout", "timeout", "send_proxy_protocol"];
+    [own, tls::BACKEND_KEYS, pool::BACKEND_KEYS].concat()
+}
+
+/// The keys of `[listener NAME]`: this module's, TLS's and the access keys.
+fn listener_keys() -> Vec<&'static str> {
+    let own: &[&str] = &["listen", "map", "rules", "oauth_mechanisms", "compress"];
+    [own, tls::LISTENER_KEYS, daemon::LISTENER_KEYS].concat()
+}
+
+/// Every key of every section kind as the configuration reads it. The keys of a map of a
+/// lookup type and of a rule's kind are `lookup`'s and `rules`' (`crate::documented` gathers them all).
+#[cfg(test)]
+pub(crate) fn section_keys() -> Vec<(&'static str, Vec<&'static str>)> {
+    vec![
+        ("global", [global::KEYS, daemon::GLOBAL_KEYS].concat()),
+        ("backend", backend_keys()),
+        ("pool", pool::POOL_KEYS.to_vec()),
+        ("map", map::MAP_KEYS.to_vec()),
+        ("listener", listener_keys()),
+        ("rule", vec!["type"]),
+    ]
 }
 
 /// Reports keys not in `allowed`, and repeated keys not in `repeatable`.

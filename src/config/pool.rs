@@ -81,6 +81,9 @@ impl Default for BackendLogin {
     }
 }
 
+/// `[pool NAME]` keys.
+pub(crate) const POOL_KEYS: &[&str] = &["backends", "balance"];
+
 /// Keys `backend_login` reads.
 pub(crate) const BACKEND_KEYS: &[&str] = &[
     "login_method",
@@ -133,7 +136,7 @@ pub(crate) fn parse(
 ) -> Option<Pool> {
     let before = diag.count();
     let label = format!("[pool {name}]");
-    check_keys(sec, &label, &["backends", "balance"], &[], diag);
+    check_keys(sec, &label, POOL_KEYS, &[], diag);
     let balance = value_of(sec, "balance", diag, |s| match s.to_ascii_lowercase().as_str() {
         "failover" => Ok(Balance::Failover),
         "hash" => Ok(Balance::Hash),

@@ -113,6 +113,17 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.map_index("users"), Some(0));
 }
 
+/// The configuration the Debian and RPM packages install: it parses, and it opens
+/// nothing but a loopback port (installing the package must not expose a service).
+#[test]
+fn packaged_config_listens_on_loopback_only() {
+    let c = parse_ok(include_str!("../../etc/packaged.ini"));
+    assert!(c.global.daemon.user.is_some() && c.global.daemon.chroot.is_some());
+    let addrs: Vec<_> = c.listeners.iter().flat_map(|l| l.listen.iter()).collect();
+    assert!(!addrs.is_empty());
+    assert!(addrs.iter().all(|a| a.ip().is_loopback()), "{addrs:?}");
+}
+
 #[test]
 fn example_config_loads() {
     let c = parse_ok(include_str!("../../etc/imapgate.ini"));
@@ -209,7 +220,7 @@ fn unknown_key_is_reported_at_its_line() {
     one_err(
         &format!("{TAIL}[backend x]\nhots = h\nhost = h\n"),
         10,
-        "unknown key \"hots\" in [backend x] (known keys: host, port, connect_timeout, timeout, tls, ca, tls_name, tls_insecure_skip_verify, tls_min_version, send_proxy_protocol, login_method, sasl_ir, forward_id, trusted, down_time, probe_user, probe_password, compress)",
+        "unknown key \"hots\" in [backend x] (known keys: host, port, connect_timeout, timeout, send_proxy_protocol, tls, ca, tls_name, tls_insecure_skip_verify, tls_min_version, login_method, sasl_ir, forward_id, trusted, down_time, probe_user, probe_password, compress)",
     );
 }
 
@@ -417,7 +428,7 @@ fn all_errors_are_reported_together() {
         e,
         [
             "2: log_level: invalid value \"chatty\" (expected error, warn, info, debug or trace, or MODULE=LEVEL as in info,imapgate::rules=debug)",
-            "5: unknown key \"prot\" in [backend a] (known keys: host, port, connect_timeout, timeout, tls, ca, tls_name, tls_insecure_skip_verify, tls_min_version, send_proxy_protocol, login_method, sasl_ir, forward_id, trusted, down_time, probe_user, probe_password, compress)",
+            "5: unknown key \"prot\" in [backend a] (known keys: host, port, connect_timeout, timeout, send_proxy_protocol, tls, ca, tls_name, tls_insecure_skip_verify, tls_min_version, login_method, sasl_ir, forward_id, trusted, down_time, probe_user, probe_password, compress)",
             "8: default: undefined backend \"zz\"",
             "9: syntax error: expected \"[section]\" or \"key = value\"",
             "11: listen: invalid port \"99999\" (expected 1-65535)",

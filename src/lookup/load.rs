@@ -23,7 +23,7 @@ use crate::config::{
 use crate::imap::sasl::Secret;
 
 /// Keys every map of the lookup types takes.
-const COMMON: [&str; 8] = [
+pub(crate) const COMMON: [&str; 8] = [
     "allow_hosts",
     "host_defaults",
     "cache_ttl",
@@ -35,7 +35,7 @@ const COMMON: [&str; 8] = [
 ];
 
 /// The keys of each lookup type, beside the common ones.
-fn keys_of(kind: &str) -> &'static [&'static str] {
+pub(crate) fn keys_of(kind: &str) -> &'static [&'static str] {
     match kind {
         "file" | "cdb" => &["path"],
         "http" => &["url", "header"],

@@ -20,7 +20,7 @@ mod file;
 mod http;
 pub mod inline;
 mod ldap;
-mod load;
+pub(crate) mod load;
 mod password;
 mod sql;
 mod template;

@@ -67,6 +67,13 @@ impl Test {
     }
 }
 
+/// The condition keys (each also with `not_`), beside `id.FIELD`.
+pub const CONDITION_KEYS: &[&str] =
+    &["client", "listener", "tls", "client_cert", "user", "user_regex", "backend"];
+
+/// The prefix of conditions on an ID parameter: `id.name`, `id.vendor`.
+pub const ID_PREFIX: &str = "id.";
+
 /// The conditions of one rule; empty means "every session".
 #[derive(Clone, Debug, Default)]
 pub struct Conditions {
@@ -77,10 +84,7 @@ impl Conditions {
     /// True when a key names a condition (so a rule section may hold it).
     pub fn is_condition_key(key: &str) -> bool {
         let key = key.strip_prefix("not_").unwrap_or(key);
-        matches!(
-            key,
-            "client" | "listener" | "tls" | "client_cert" | "user" | "user_regex" | "backend"
-        ) || key.strip_prefix("id.").is_some_and(|f| !f.is_empty())
+        CONDITION_KEYS.contains(&key) || key.strip_prefix(ID_PREFIX).is_some_and(|f| !f.is_empty())
     }
 
     /// Adds the condition `key = value`; the error text is for `PATH:LINE: key: ...`.
@@ -101,7 +105,7 @@ impl Conditions {
             "user" => Test::User(words()),
             "user_regex" => Test::UserRegex(regex(value)?),
             "backend" => Test::Backend(words()),
-            _ => match bare.strip_prefix("id.") {
+            _ => match bare.strip_prefix(ID_PREFIX) {
                 Some(field) if !field.is_empty() => Test::Id(field.to_string(), regex(value)?),
                 _ => return Err("unknown condition".into()),
             },

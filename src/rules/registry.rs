@@ -1,5 +1,7 @@
 //! The one place that knows every rule kind: `type = NAME` in a `[rule NAME]` section
-//! selects a constructor here. Adding a kind means adding its module and one line below.
+//! selects a constructor here, with the keys it takes (which the manual and the example
+//! configuration must document: `crate::docs`). Adding a kind means adding its module and
+//! one line below.
 
 use std::sync::Arc;
 
@@ -11,6 +13,8 @@ use super::RuleKind;
 pub struct Settings {
     entries: Vec<(String, String, usize)>,
     used: Vec<bool>,
+    /// The keys the kind declared; reading another is a bug the tests catch.
+    declared: &'static [&'static str],
     /// Problems as (line, message).
     pub errors: Vec<(usize, String)>,
     /// Line of the section header, for problems that concern the whole section.
@@ -21,11 +25,12 @@ impl Settings {
     /// Settings from (key, value, line) entries.
     pub fn new(entries: Vec<(String, String, usize)>, line: usize) -> Settings {
         let used = vec![false; entries.len()];
-        Settings { entries, used, errors: Vec::new(), line }
+        Settings { entries, used, declared: &[], errors: Vec::new(), line }
     }
 
     /// The value and line of `key`, if given (a second occurrence is an error).
     pub fn get(&mut self, key: &str) -> Option<(String, usize)> {
+        self.check_declared(key);
         let mut found = None;
         for (i, (k, v, line)) in self.entries.iter().enumerate() {
             if k == key {
@@ -42,6 +47,7 @@ impl Settings {
 
     /// Every value of a repeatable `key`, with its line.
     pub fn all(&mut self, key: &str) -> Vec<(String, usize)> {
+        self.check_declared(key);
         let mut out = Vec::new();
         for (i, (k, v, line)) in self.entries.iter().enumerate() {
             if k == key {
@@ -50,6 +56,15 @@ impl Settings {
             }
         }
         out
+    }
+
+    /// A kind built through `build` reads only the keys `KINDS` declares for it (a kind's
+    /// own unit tests call its constructor directly, with nothing declared).
+    fn check_declared(&self, key: &str) {
+        debug_assert!(
+            self.declared.is_empty() || self.declared.contains(&key),
+            "rule kind reads undeclared key {key}"
+        );
     }
 
     /// Records a problem.
@@ -69,23 +84,38 @@ impl Settings {
 
 type Constructor = fn(&mut Settings) -> Option<Arc<dyn RuleKind>>;
 
-/// Every rule kind: its `type` name and its constructor.
-const KINDS: &[(&str, Constructor)] = &[
-    ("commands", super::commands::build),
-    ("capabilities", super::capabilities::build),
-    ("hide_folders", super::hide_folders::build),
-    ("limits", super::limits::build),
-    ("audit", super::audit::build),
-    ("rewrite_folders", super::rewrite_folders::build),
+/// Every rule kind: its `type` name, its constructor and the keys it takes.
+pub const KINDS: &[(&str, Constructor, &[&str])] = &[
+    ("commands", super::commands::build, &["deny", "allow", "implicit_expunge"]),
+    ("capabilities", super::capabilities::build, &["remove", "keep"]),
+    ("hide_folders", super::hide_folders::build, &["folders", "metadata", "types"]),
+    (
+        "limits",
+        super::limits::build,
+        &[
+            "max_bytes_from_client",
+            "max_bytes_to_client",
+            "max_append_size",
+            "max_literal_to_client",
+            "max_session_time",
+            "idle_timeout",
+            "idle_command_timeout",
+            "max_commands",
+        ],
+    ),
+    ("audit", super::audit::build, &["file"]),
+    ("rewrite_folders", super::rewrite_folders::build, &["folder"]),
 ];
 
 /// Builds the kind `name` from its settings; `None` when there were errors (in
 /// `settings.errors`) or the kind is unknown (the caller reports that).
 pub fn build(name: &str, settings: &mut Settings) -> Result<Option<Arc<dyn RuleKind>>, String> {
-    let Some((_, constructor)) = KINDS.iter().find(|(n, _)| *n == name) else {
-        let known: Vec<&str> = KINDS.iter().map(|(n, _)| *n).collect();
+    let Some((_, constructor, keys)) = KINDS.iter().find(|(n, _, _)| *n == name) else {
+        let known: Vec<&str> = KINDS.iter().map(|(n, _, _)| *n).collect();
         return Err(format!("unknown rule type {name:?} (known: {})", known.join(", ")));
     };
+    settings.declared = keys;
+    debug_assert!(!keys.is_empty());
     let kind = constructor(settings);
     settings.finish(name);
     Ok(kind.filter(|_| settings.errors.is_empty()))
