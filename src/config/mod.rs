@@ -33,7 +33,7 @@ pub use global::{Global, LogTarget};
 #[cfg(test)]
 pub(crate) use map::SOURCE_TYPES;
 pub use map::{Map, MapKind};
-pub use pool::{stable_hash, BackendLogin, Balance, LoginMethod, Pool};
+pub use pool::{rendezvous_weight, BackendLogin, Balance, LoginMethod, Pool};
 pub use rule::RuleSection;
 pub use tls::{ClientCertMode, FileRef, ListenerTls, TlsMode, TlsVersion};
 
@@ -224,7 +224,12 @@ impl Config {
         let n = pool.members.len();
         let start = match pool.balance {
             Balance::Failover => 0,
-            Balance::Hash => (stable_hash(user) % n as u64) as usize,
+            Balance::Hash => {
+                let mut order = pool.members.clone();
+                let weight = |b: &usize| rendezvous_weight(&self.backends[*b].name, user);
+                order.sort_by_cached_key(|b| std::cmp::Reverse(weight(b)));
+                return order;
+            }
             Balance::RoundRobin => turn % n,
         };
         (0..n).map(|i| pool.members[(start + i) % n]).collect()

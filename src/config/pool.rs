@@ -168,8 +168,79 @@ pub(crate) fn parse(
     (diag.count() == before).then_some(pool)
 }
 
-/// FNV-1a: a stable hash (the same on every run and build), for `balance = hash`.
-pub fn stable_hash(text: &str) -> u64 {
-    text.bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+/// The weight of backend `member` for `user` in a `balance = hash` pool: the pool is
+/// tried in descending weight (rendezvous hashing). The hash is FNV-1a over the backend's
+/// name and the login, finished by SplitMix64's mixer so that similar names and logins
+/// give unrelated weights. It depends on nothing but the two strings (not on the
+/// process, the build, the member order or the other members), so every imapgate
+/// instance with the same backend names sends a user to the same backend, and adding,
+/// removing or losing a backend moves only the users whose first choice it was.
+pub fn rendezvous_weight(member: &str, user: &str) -> u64 {
+    let fnv =
+        member.bytes().chain([0]).chain(user.bytes()).fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+    let mut z = fnv.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rendezvous_weight;
+
+    /// The backends in the order a hash pool tries them for `user`.
+    fn order<'a>(members: &[&'a str], user: &str) -> Vec<&'a str> {
+        let mut order = members.to_vec();
+        order.sort_by_key(|m| std::cmp::Reverse(rendezvous_weight(m, user)));
+        order
+    }
+
+    fn users() -> impl Iterator<Item = String> {
+        (0..3000).map(|n| format!("user{n}@example.org"))
+    }
+
+    #[test]
+    fn weights_are_fixed_values() {
+        // Instances of different builds and versions must agree: pin the function.
+        assert_eq!(rendezvous_weight("a", "alice"), rendezvous_weight("a", "alice"));
+        assert_ne!(rendezvous_weight("a", "alice"), rendezvous_weight("b", "alice"));
+        assert_ne!(rendezvous_weight("ab", "c"), rendezvous_weight("a", "bc"));
+        assert_eq!(rendezvous_weight("shard-a", "alice"), 0xee76_c689_ff48_82a3);
+    }
+
+    #[test]
+    fn users_spread_evenly() {
+        let members = ["d1", "d2", "d3"];
+        let mut count = [0usize; 3];
+        for user in users() {
+            let first = order(&members, &user)[0];
+            count[members.iter().position(|m| *m == first).unwrap()] += 1;
+        }
+        assert!(count.iter().all(|&c| (850..=1150).contains(&c)), "{count:?}");
+    }
+
+    #[test]
+    fn losing_or_removing_a_backend_moves_only_its_own_users_and_spreads_them() {
+        let all = ["d1", "d2", "d3", "d4"];
+        let without = ["d1", "d3", "d4"];
+        let mut moved_to = std::collections::BTreeSet::new();
+        for user in users() {
+            let before = order(&all, &user);
+            let after = order(&without, &user);
+            if before[0] == "d2" {
+                // Down (skipped) or removed from the list: the same next choice.
+                assert_eq!(after[0], before[1], "{user}");
+                moved_to.insert(after[0]);
+            } else {
+                assert_eq!(after[0], before[0], "{user} moved although d2 was not its backend");
+            }
+        }
+        assert_eq!(moved_to.len(), 3, "d2's users all went to {moved_to:?}");
+        // The order of the members in the pool does not matter.
+        for user in users().take(100) {
+            assert_eq!(order(&all, &user)[0], order(&["d4", "d3", "d2", "d1"], &user)[0]);
+        }
+    }
 }
