@@ -19,6 +19,7 @@ mod relay;
 mod routing;
 mod rules;
 mod rules_bypass;
+mod scale_out;
 mod smuggling;
 mod smuggling_generated;
 mod tls;

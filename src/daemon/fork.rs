@@ -369,8 +369,27 @@ impl Parent {
     /// SIGTERM: stop accepting, give sessions `shutdown_grace`, then SIGTERM them (they
     /// say BYE), then SIGKILL what is left after [`BYE_WAIT`].
     fn drain(&mut self) -> i32 {
+        // Connections already queued on the listening sockets were sent here by a load
+        // balancer that will not resend them: take them before closing (closing resets
+        // the queue), and finish reading their PROXY headers, each within its deadline.
+        // From then on connecting is refused, which a load balancer retries elsewhere.
+        for i in 0..self.bound.len() {
+            self.accept_all(i);
+        }
         self.bound.clear();
-        self.pending.clear();
+        while !self.pending.is_empty() {
+            let ready = self.wait(Duration::from_millis(100));
+            if ready.signals {
+                // Reaping is all that matters for these few seconds (the headers'
+                // deadline); a second SIGTERM counts once the grace below begins.
+                let _ = self.signals.as_mut().map(Signals::pending);
+            }
+            if ready.reports {
+                self.read_reports();
+            }
+            self.advance_pending(&ready.pending);
+            self.reap();
+        }
         let grace = self.runtime.config.global.daemon.shutdown_grace;
         log::info!(
             "shutting down: {} sessions open, waiting up to {grace:?} for them",

@@ -174,6 +174,12 @@ pub fn run(
                         log::info!("{}", stats::status_line("thread", &runtime.backends.status()))
                     }
                     Event::Terminate => {
+                        // Connections already queued were sent here by a load balancer
+                        // that will not resend them: serve them; closing the sockets
+                        // then refuses new ones, which a load balancer retries elsewhere.
+                        for b in &bound {
+                            accept_all(&runtime, b);
+                        }
                         drop(bound);
                         return drain(&runtime, &mut signals);
                     }
@@ -322,8 +328,9 @@ pub fn serve(runtime: Arc<Runtime>, origin: Origin, stream: TcpStream) {
     stats::session_ended();
 }
 
-/// SIGTERM: the listening sockets are closed; sessions get `shutdown_grace`, then the
-/// shutdown notice (they say BYE), then [`BYE_WAIT`]. A second SIGTERM cuts the grace.
+/// SIGTERM, once the queued connections are taken and the listening sockets closed:
+/// sessions get `shutdown_grace`, then the shutdown notice (they say BYE), then
+/// [`BYE_WAIT`]. A second SIGTERM cuts the grace.
 fn drain(runtime: &Runtime, signals: &mut Signals) -> i32 {
     let grace = runtime.config.global.daemon.shutdown_grace;
     log::info!("shutting down: {} sessions open, waiting up to {grace:?} for them", stats::open());
