@@ -16,6 +16,8 @@ use crate::rules::registry::KINDS;
 const MANUAL: &str = include_str!("../doc/imapgate.ini.5");
 const EXAMPLE: &str = include_str!("../etc/imapgate.ini");
 const PACKAGED: &str = include_str!("../etc/packaged.ini");
+const README: &str = include_str!("../README.md");
+const MANUAL_8: &str = include_str!("../doc/imapgate.8");
 
 /// The `.Ss` headings of the manual's SECTIONS chapter, each with the keys the parser
 /// accepts under it. `id.` stands for `id.FIELD`.
@@ -106,4 +108,69 @@ fn the_example_configuration_shows_every_key_and_no_other() {
             );
         }
     }
+}
+
+#[test]
+fn the_readme_and_imapgate_8_give_every_exit_code() {
+    use crate::daemon::exit::ALL;
+    let codes = |text: &str| -> BTreeSet<i32> {
+        let number = Regex::new(r"\b(\d+)\b").expect("regex");
+        number.captures_iter(text).filter_map(|c| c[1].parse().ok()).collect()
+    };
+    let start = README.find("Exit codes follow sysexits(3)").expect("README: exit codes");
+    let paragraph = README[start..].split("\n\n").next().unwrap_or_default();
+    let in_readme = codes(&paragraph.replace("sysexits(3)", ""));
+    assert_eq!(in_readme, ALL.into_iter().collect(), "README.md: {paragraph}");
+    let chapter = MANUAL_8.split(".Sh EXIT STATUS").nth(1).expect("imapgate.8: EXIT STATUS");
+    let chapter = chapter.split("\n.Sh ").next().unwrap_or_default();
+    let items: BTreeSet<i32> =
+        chapter.lines().filter_map(|l| l.strip_prefix(".It ")?.trim().parse().ok()).collect();
+    let expected: BTreeSet<i32> = [0].into_iter().chain(ALL).collect();
+    assert_eq!(items, expected, "doc/imapgate.8, EXIT STATUS");
+}
+
+/// The comment lines of the example right above `line_start` (a setting), joined.
+fn comment_above(text: &str, line_start: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines.iter().position(|l| l.starts_with(line_start)).expect("the setting");
+    let mut comment: Vec<&str> = lines[..at]
+        .iter()
+        .rev()
+        .take_while(|l| l.starts_with(';'))
+        .map(|l| l.trim_start_matches(';').trim())
+        .collect();
+    comment.reverse();
+    comment.join(" ")
+}
+
+#[test]
+fn the_example_configuration_overview_is_complete() {
+    let intro: Vec<&str> = EXAMPLE
+        .lines()
+        .take_while(|l| !l.starts_with("; Format"))
+        .map(|l| l.trim_start_matches(';').trim())
+        .collect();
+    let intro = intro.join(" ");
+    for mechanism in crate::imap::sasl::Mechanism::ALL {
+        assert!(
+            intro.contains(mechanism.name()),
+            "etc/imapgate.ini, line 3: no {}",
+            mechanism.name()
+        );
+    }
+    let headers = EXAMPLE.split("headers:").nth(1).expect("the headers line");
+    let headers = headers.split("NAME is made").next().unwrap_or_default();
+    for (section, _) in section_keys() {
+        let header =
+            if section == "global" { "[global]".to_string() } else { format!("[{section} NAME]") };
+        assert!(headers.contains(&header), "etc/imapgate.ini: headers: lacks {header}");
+    }
+    let levels = comment_above(EXAMPLE, "log_level =");
+    for level in log::LevelFilter::iter() {
+        let name = level.as_str().to_ascii_lowercase();
+        assert!(crate::config::parse_log_filter(&name).is_ok(), "{name}");
+        let word = Regex::new(&format!(r"\b{name}\b")).expect("regex");
+        assert!(word.is_match(&levels), "etc/imapgate.ini, log_level: no {name} in {levels:?}");
+    }
+    assert!(levels.contains("MODULE=LEVEL"), "etc/imapgate.ini, log_level: {levels:?}");
 }

@@ -62,3 +62,34 @@ fn inetd_mode_serves_one_session_on_stdin_and_logs_to_a_file_not_stderr() {
     assert!(stderr.is_empty(), "--inetd wrote to stderr: {}", text(&stderr));
     assert!(status.is_some_and(|s| s.success()), "exit status {status:?}");
 }
+
+/// Under `--inetd` fds 0 to 2 are the client's connection, also for a command line
+/// mistake: the client gets a BYE that says imapgate cannot serve it (the reason goes to
+/// syslog), never the usage text.
+#[test]
+fn a_command_line_mistake_under_inetd_is_a_bye_and_not_written_to_stderr() {
+    let dir = TempDir::new("inetd-usage");
+    let stderr_path = dir.join("stderr");
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    let mut child = {
+        let fd0 = OwnedFd::from(theirs);
+        let fd1 = fd0.try_clone().expect("dup");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--inetd", "--no-such-option"])
+            .stdin(Stdio::from(fd0))
+            .stdout(Stdio::from(fd1))
+            .stderr(std::fs::File::create(&stderr_path).expect("stderr file"));
+        cmd.spawn().unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"))
+    };
+    let status = wait_child(&mut child, Duration::from_secs(10));
+    if status.is_none() {
+        stop_child(&mut child, Duration::from_secs(2));
+        panic!("imapgate --inetd with a bad option did not exit");
+    }
+    assert_eq!(status.and_then(|s| s.code()), Some(64), "exit status {status:?}");
+    let mut c = Client::from_conn(Box::new(ours));
+    let bye = text(&c.read_line());
+    assert_eq!(bye, "* BYE [UNAVAILABLE] imapgate is misconfigured, see its log.\r\n");
+    let stderr = std::fs::read(&stderr_path).unwrap_or_default();
+    assert!(stderr.is_empty(), "--inetd wrote to stderr: {}", text(&stderr));
+}

@@ -463,6 +463,22 @@ fn a_chain_asks_a_local_file_first_and_a_failing_directory_ends_the_lookup() {
     assert_eq!(landed(px.port, "special", "secret"), "on-b-special", "the file still answers");
 }
 
+/// A host answer from a map inside a chain takes that map's `host_defaults` (the port of
+/// `b` here; the answer names none), as it passed that map's `allow_hosts`.
+#[test]
+fn a_host_answer_in_a_chain_takes_the_host_defaults_of_the_map_that_gave_it() {
+    let two = Two::start();
+    two.seed(&["u1"]);
+    let dir = TempDir::new("chain-host");
+    let path = write(&dir, "hosts.map", "u1 127.0.0.1\n");
+    let map = format!(
+        "[map hosts]\ntype = file\npath = {path}\nallow_hosts = 127.0.0.1/32\nhost_defaults = b\n\n\
+         [map users]\ntype = chain\nmaps = hosts\n"
+    );
+    let px = Proxy::start(&two.config(&map));
+    assert_eq!(landed(px.port, "u1", "secret"), "on-b-u1");
+}
+
 #[test]
 fn a_reload_picks_up_a_new_route() {
     let two = Two::start();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, MapKind, Target};
 use crate::imap::capability;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Known {
     down_until: Option<Instant>,
     pre_login: Option<Vec<String>>,
@@ -32,6 +32,23 @@ impl Backends {
             known: config.backends.iter().map(|_| Mutex::default()).collect(),
             names: config.backends.iter().map(|b| b.name.clone()).collect(),
             turn: AtomicUsize::new(0),
+        }
+    }
+
+    /// After a reload (`self` built for `config`): what `old` knew about the backends
+    /// still there unchanged (same name, address and TLS), so new sessions do not start
+    /// from nothing while discovery probes again. A changed backend starts unknown.
+    pub fn carry_over(&self, config: &Config, old: &Backends, old_config: &Config) {
+        for (i, b) in config.backends.iter().enumerate() {
+            let Some(j) = old_config.backend_index(&b.name) else { continue };
+            let was = &old_config.backends[j];
+            if (&was.host, was.port, was.tls, &was.tls_name)
+                != (&b.host, b.port, b.tls, &b.tls_name)
+            {
+                continue;
+            }
+            let known = old.with(j, |k| k.clone());
+            self.with(i, |k| *k = known);
         }
     }
 
@@ -163,4 +180,49 @@ pub fn reachable(config: &Config, listener: usize) -> Vec<usize> {
     }
     out.sort_unstable();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(backends: &str) -> Config {
+        let text = format!(
+            "{backends}[map m]\ntype = static\ndefault = a\n\
+             [listener l]\nlisten = 127.0.0.1:1\nmap = m\n"
+        );
+        Config::parse(&text, Path::new("x.ini")).expect("config parses")
+    }
+
+    #[test]
+    fn the_status_names_each_backend_up_or_down() {
+        let c = config("[backend a]\nhost = 127.0.0.1\n[backend b]\nhost = 127.0.0.2\n");
+        let states = Backends::new(&c);
+        states.mark_down(1, Duration::from_secs(60), "test");
+        assert_eq!(states.status(), "a:up,b:down");
+    }
+
+    #[test]
+    fn a_reload_keeps_what_is_known_about_unchanged_backends() {
+        let old_config = config(
+            "[backend a]\nhost = 127.0.0.1\n[backend b]\nhost = 127.0.0.2\n\
+             [backend c]\nhost = 127.0.0.3\n",
+        );
+        let old = Backends::new(&old_config);
+        for i in 0..3 {
+            old.mark_down(i, Duration::from_secs(60), "test");
+            old.learn(i, Some(vec!["IMAP4rev1".into(), "SASL-IR".into()]), None);
+        }
+        // b moved to another address, c is gone, d is new, a stays (on another line).
+        let new_config = config(
+            "[backend d]\nhost = 127.0.0.4\n[backend b]\nhost = 127.0.0.9\n\
+             [backend a]\nhost = 127.0.0.1\n",
+        );
+        let new = Backends::new(&new_config);
+        new.carry_over(&new_config, &old, &old_config);
+        assert_eq!(new.status(), "d:up,b:up,a:down");
+        assert!(new.all_offer(&[2], "SASL-IR"));
+        assert!(!new.all_offer(&[1], "SASL-IR") && !new.all_offer(&[0], "SASL-IR"));
+    }
 }

@@ -1,6 +1,6 @@
 //! The `[global]` section: logging, thread and pre-auth limits, timeouts, greeting.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::daemon::{self, Daemon};
@@ -91,7 +91,9 @@ pub(crate) const KEYS: &[&str] = &[
 ];
 
 /// Types the `[global]` section; problems go to `diag`, bad keys keep their default.
-pub(crate) fn parse(sec: &Section, diag: &mut Diag) -> Global {
+/// A relative `log_file` is taken relative to `base`, the configuration file's directory,
+/// like every other file the configuration names.
+pub(crate) fn parse(sec: &Section, base: &Path, diag: &mut Diag) -> Global {
     check_keys(sec, "[global]", &[KEYS, daemon::GLOBAL_KEYS].concat(), &[], diag);
     let d = Global::default();
     let log = value_of(sec, "log", diag, parse_log);
@@ -110,7 +112,7 @@ pub(crate) fn parse(sec: &Section, diag: &mut Diag) -> Global {
         if s.is_empty() {
             Err("empty path".to_string())
         } else {
-            Ok(PathBuf::from(s))
+            Ok(base.join(s))
         }
     });
     let log = resolve_log(sec, log, log_file, diag);

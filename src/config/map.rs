@@ -101,6 +101,14 @@ pub(crate) fn parse(
             Some(MapKind::Regex { routes, default })
         }
         Some((word, e)) if SOURCE_TYPES.contains(&word) => {
+            // The other keys are `lookup::load`'s, which reports their repeats.
+            for key in ["type", "default"] {
+                let lines: Vec<usize> =
+                    sec.entries.iter().filter(|k| k.key == key).map(|k| k.line).collect();
+                for line in lines.iter().skip(1) {
+                    diag.err(*line, format!("duplicate key {key:?} (first at line {})", lines[0]));
+                }
+            }
             let keys = (sec.entries.iter())
                 .filter(|k| k.key != "type" && k.key != "default")
                 .map(|k| (k.key.clone(), k.value.clone(), k.line))

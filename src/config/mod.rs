@@ -40,8 +40,8 @@ pub use tls::{ClientCertMode, FileRef, ListenerTls, TlsMode, TlsVersion};
 use error::Diag;
 use ini::{Entry, Section};
 pub use value::{
-    canonical, mask, parse_duration, parse_log_filter, parse_size, parse_yes_no, words, Cidr,
-    LogFilter,
+    canonical, mask, parse_count, parse_duration, parse_log_filter, parse_size, parse_yes_no,
+    words, Cidr, LogFilter,
 };
 use value::{is_name, parse_host, parse_listen, parse_port, positive_duration};
 
@@ -254,10 +254,11 @@ struct Sorted<'a> {
 }
 
 fn build(sections: &[Section], last_line: usize, path: &Path, diag: &mut Diag) -> Option<Config> {
-    // Relative file names in TLS keys are taken relative to the configuration file.
+    // Relative file names (TLS keys, log_file) are taken relative to the configuration
+    // file; lookup maps and rules do the same with `Config::path`.
     let base = path.parent().unwrap_or(Path::new(""));
     let sorted = sort(sections, diag);
-    let global = sorted.global.map(|s| global::parse(s, diag)).unwrap_or_default();
+    let global = sorted.global.map(|s| global::parse(s, base, diag)).unwrap_or_default();
     let backend_idx = name_index(&sorted.backends);
     let map_idx = name_index(&sorted.maps);
     let rule_idx = name_index(&sorted.rules);

@@ -176,6 +176,16 @@ fn bad_global_values_are_reported_at_their_lines() {
 }
 
 #[test]
+fn a_relative_log_file_is_taken_relative_to_the_configuration_file() {
+    let text = format!("[global]\nlog = file\nlog_file = log/imapgate.log\n{TAIL}");
+    let c = Config::parse(&text, Path::new("/etc/imapgate/imapgate.ini")).expect("valid");
+    assert_eq!(c.global.log, LogTarget::File("/etc/imapgate/log/imapgate.log".into()));
+    let text = format!("[global]\nlog = file\nlog_file = /var/log/imapgate.log\n{TAIL}");
+    let c = Config::parse(&text, Path::new("/etc/imapgate/imapgate.ini")).expect("valid");
+    assert_eq!(c.global.log, LogTarget::File("/var/log/imapgate.log".into()));
+}
+
+#[test]
 fn log_file_and_log_file_target_require_each_other() {
     one_err(&format!("[global]\nlog = file\n{TAIL}"), 2, "requires log_file");
     one_err(
@@ -230,6 +240,12 @@ fn duplicate_key_is_reported_at_the_second_line() {
         &format!("{TAIL}[backend x]\nhost = h\nport = 1\nport = 2\n"),
         12,
         "duplicate key \"port\" (first at line 11)",
+    );
+    // A lookup map's own keys are `lookup::load`'s; type and default are checked here.
+    one_err(
+        &format!("{TAIL}[map f]\ntype = file\npath = x\ndefault = b\ndefault = b\n"),
+        13,
+        "duplicate key \"default\" (first at line 12)",
     );
 }
 

@@ -52,6 +52,11 @@ pub(crate) fn positive_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A count: decimal digits only (no sign, no fraction, no spaces, no size suffix).
+pub fn parse_count(s: &str) -> Result<u64, String> {
+    parse_number(s).ok_or_else(|| format!("invalid number {s:?} (expected digits only, e.g. 1000)"))
+}
+
 /// Decimal digits only: no sign, no fraction, no spaces.
 fn parse_number(s: &str) -> Option<u64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {

@@ -64,6 +64,26 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     Ok(Command::Run(opts))
 }
 
+/// True when a command line asks for inetd mode without `-t`, even one that does not
+/// parse: then standard error is the client's connection, and a mistake must be reported
+/// elsewhere. Words are read as `parse` reads them (the word after `-f` or `-d` is its
+/// value: `-f --inetd` names a file), and on past a mistake, which may come first.
+pub fn wants_inetd(args: &[String]) -> bool {
+    let (mut inetd, mut check) = (false, false);
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        match word.as_str() {
+            "--inetd" => inetd = true,
+            "-t" => check = true,
+            "-f" | "-d" => {
+                words.next();
+            }
+            _ => {}
+        }
+    }
+    inetd && !check
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +106,19 @@ mod tests {
                 .map(|c| matches!(c, Command::Run(o) if o.config.as_os_str() == DEFAULT_CONFIG)),
             Ok(true)
         );
+    }
+
+    #[test]
+    fn inetd_mode_is_recognised_in_a_command_line_that_does_not_parse() {
+        let wants =
+            |args: &[&str]| wants_inetd(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert!(wants(&["--inetd", "-x"]));
+        assert!(wants(&["-x", "--inetd"]));
+        assert!(wants(&["--inetd", "-d", "loud"]));
+        assert!(wants(&["-d", "loud", "-f", "x.ini", "--inetd"]));
+        assert!(!wants(&["-f", "--inetd", "-x"]), "a file called --inetd");
+        assert!(!wants(&["-t", "--inetd", "-x"]), "-t never serves a client");
+        assert!(!wants(&["-x"]));
     }
 
     #[test]

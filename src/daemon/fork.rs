@@ -32,7 +32,7 @@ use crate::daemon::host::ForkChild;
 use crate::daemon::listener::{self, Bound, BYE_WAIT, PROXY_HEADER_TIMEOUT};
 use crate::daemon::signals::{self, Event, Signals};
 use crate::daemon::sys::{self, Forked};
-use crate::daemon::{privdrop, reload, stats};
+use crate::daemon::{exit, privdrop, reload, stats};
 use crate::net::proxy_protocol;
 use crate::session::Runtime;
 use crate::session::{self, Origin, Peer, SessionId};
@@ -65,14 +65,14 @@ struct Parent {
 pub fn run(runtime: Arc<Runtime>, bound: Vec<Bound>, signals: Signals, ctx: reload::Ctx) -> i32 {
     if sys::thread_count() != 1 {
         log::error!("fork mode: the listener process must be single-threaded to fork safely");
-        return 71;
+        return exit::OSERR;
     }
     let flags = nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK;
     let (report_r, report_w) = match nix::unistd::pipe2(flags) {
         Ok(p) => p,
         Err(e) => {
             log::error!("fork mode: pipe: {e}");
-            return 71;
+            return exit::OSERR;
         }
     };
     for b in &bound {
@@ -253,12 +253,12 @@ impl Parent {
             Ok(report) => ForkChild { report },
             Err(e) => {
                 log::error!("session id={}: report pipe: {e}", origin.id);
-                sys::exit_child(71);
+                sys::exit_child(exit::OSERR);
             }
         };
         if let Err(e) = signals::init_shutdown_signal() {
             log::error!("session id={}: signals: {e}", origin.id);
-            sys::exit_child(71);
+            sys::exit_child(exit::OSERR);
         }
         if let Some(spec) = &self.ctx.spec {
             if let Err(e) = privdrop::drop_privileges(spec) {
@@ -266,7 +266,7 @@ impl Parent {
                 let mut s = &stream;
                 let _ =
                     std::io::Write::write_all(&mut s, b"* BYE [UNAVAILABLE] Internal error.\r\n");
-                sys::exit_child(77);
+                sys::exit_child(exit::NOPERM);
             }
         }
         session::serve(Arc::clone(&self.runtime), origin, stream, &host);

@@ -20,6 +20,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::config::Config;
 use crate::daemon::admission::{self, Refusal, Slot};
+use crate::daemon::discovery::Discovery;
 use crate::daemon::host::InProcess;
 use crate::daemon::reload;
 use crate::daemon::signals::{self, Event, Signals};
@@ -130,7 +131,8 @@ fn warn_unbound(bound: &[Bound], new: &Config) {
     }
 }
 
-/// Thread mode: accepts until SIGTERM/SIGINT, then drains. Returns the exit code.
+/// Thread mode: starts backend discovery, accepts until SIGTERM/SIGINT, then drains.
+/// Returns the exit code.
 pub fn run(
     mut runtime: Arc<Runtime>,
     mut bound: Vec<Bound>,
@@ -144,6 +146,9 @@ pub fn run(
             runtime.config.listeners[b.listener].name
         );
     }
+    let discovery = Discovery::start(Arc::clone(&runtime))
+        .map_err(|e| log::warn!("cannot start backend discovery: {e}"))
+        .ok();
     loop {
         let (sig_ready, ready) = match wait(&signals, &bound, None) {
             Ok(r) => r,
@@ -162,6 +167,10 @@ pub fn run(
                             match remap(&mut bound, &runtime.config, &new.config) {
                                 Ok(()) => {
                                     warn_unbound(&bound, &new.config);
+                                    // New sessions get the new runtime: so must discovery.
+                                    if let Some(d) = &discovery {
+                                        d.retarget(Arc::clone(&new));
+                                    }
                                     runtime = new;
                                 }
                                 Err(e) => log::error!(

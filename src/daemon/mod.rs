@@ -27,18 +27,27 @@ use crate::net::tls;
 use crate::rules;
 use crate::session::Runtime;
 
-/// Exit codes from sysexits(3).
-mod exit {
+/// Exit codes from sysexits(3). README.md and imapgate(8) list each with its causes.
+pub(crate) mod exit {
+    /// The command line is wrong.
     pub const USAGE: i32 = 64;
+    /// A listening address, systemd's sockets or a backend name before the chroot.
     pub const UNAVAILABLE: i32 = 69;
+    /// Signals, inetd mode's socket, the fork-mode listener.
     pub const OSERR: i32 = 71;
+    /// Privileges could not be dropped.
     pub const NOPERM: i32 = 77;
+    /// The configuration or a file it names, the log, an audit file.
     pub const CONFIG: i32 = 78;
+    /// Every code above.
+    #[cfg(test)]
+    pub const ALL: [i32; 5] = [USAGE, UNAVAILABLE, OSERR, NOPERM, CONFIG];
 }
 
 /// Why imapgate could not start, with the exit code that says so.
 enum StartError {
-    /// The command line is wrong: the message and the usage go to stderr.
+    /// The command line is wrong: the message and the usage go to stderr (under
+    /// `--inetd`, the message to syslog and a BYE to the client).
     Usage(String),
     /// The configuration (or a file it names) is wrong: every `FILE:LINE: message`.
     Config(config::ConfigErrors),
@@ -72,7 +81,8 @@ struct Loaded {
 
 /// Runs imapgate with the process's arguments; returns the exit code.
 pub fn main() -> i32 {
-    let opts = match cli::parse(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = match cli::parse(args.iter().cloned()) {
         Ok(cli::Command::Run(opts)) => opts,
         Ok(cli::Command::Help) => {
             println!("{}", cli::USAGE);
@@ -82,11 +92,11 @@ pub fn main() -> i32 {
             println!("imapgate {}", env!("CARGO_PKG_VERSION"));
             return 0;
         }
-        Err(e) => return report(None, StartError::Usage(e.to_string())),
+        Err(e) => return report(cli::wants_inetd(&args), StartError::Usage(e.to_string())),
     };
     match start(&opts) {
         Ok(code) => code,
-        Err(e) => report(Some(&opts), e),
+        Err(e) => report(opts.inetd && !opts.check_only, e),
     }
 }
 
@@ -122,11 +132,7 @@ fn start(opts: &cli::Options) -> Result<i32, StartError> {
         // Fork mode keeps its listener single-threaded; children learn at login instead.
         fork::run(runtime, bound, signals, ctx)
     } else {
-        let for_discovery = Arc::clone(&runtime);
-        let builder = std::thread::Builder::new().name("discovery".into()).stack_size(256 << 10);
-        if let Err(e) = signals::spawn_quiet(builder, move || discovery::run(for_discovery)) {
-            log::warn!("cannot start backend discovery: {e}");
-        }
+        // Starts discovery, which follows every reload.
         listener::run(runtime, bound, signals, ctx)
     })
 }
@@ -201,33 +207,43 @@ fn run_inetd(runtime: Arc<Runtime>, spec: Option<&privdrop::Spec>) -> Result<i32
 }
 
 /// Says why imapgate cannot start, where it can be read, and returns the exit code.
-/// Under inetd stderr is the client: configuration errors go to syslog and the client
-/// gets a BYE that says why it cannot be served; other errors were logged by the log
-/// already opened.
-fn report(opts: Option<&cli::Options>, e: StartError) -> i32 {
-    let inetd = opts.is_some_and(|o| o.inetd && !o.check_only);
+/// In inetd mode (`inetd`) fds 0 to 2 are the client, who may get nothing but IMAP: a
+/// command line or configuration mistake goes to syslog (mail facility: the
+/// configuration that could name another is not read yet) and the client gets a BYE that
+/// says why it cannot be served; a system error goes to the log if one was opened, else
+/// to syslog too.
+fn report(inetd: bool, e: StartError) -> i32 {
+    let logged = log::max_level() != log::LevelFilter::Off;
     match &e {
+        StartError::Usage(message) if inetd => {
+            misconfigured(&[format!("imapgate: {message} (see imapgate -h)")]);
+        }
         StartError::Usage(message) => eprintln!("imapgate: {message}\n{}", cli::USAGE),
         StartError::Config(errors) if inetd => {
-            sys::openlog(libc::LOG_MAIL);
-            for error in &errors.0 {
-                sys::syslog(libc::LOG_ERR, &error.to_string());
-            }
-            use std::io::Write;
-            let _ = std::io::stdout()
-                .write_all(b"* BYE [UNAVAILABLE] imapgate is misconfigured, see its log.\r\n");
+            misconfigured(&errors.0.iter().map(ToString::to_string).collect::<Vec<_>>());
         }
         StartError::Config(errors) => {
             for error in &errors.0 {
                 eprintln!("{error}");
             }
         }
-        StartError::System { message, .. } if log::max_level() == log::LevelFilter::Off => {
-            if !inetd {
-                eprintln!("imapgate: {message}");
-            }
+        StartError::System { message, .. } if logged => log::error!("{message}"),
+        StartError::System { message, .. } if inetd => {
+            sys::openlog(libc::LOG_MAIL);
+            sys::syslog(libc::LOG_ERR, &format!("imapgate: {message}"));
         }
-        StartError::System { message, .. } => log::error!("{message}"),
+        StartError::System { message, .. } => eprintln!("imapgate: {message}"),
     }
     e.code()
+}
+
+/// inetd mode, before the log is open: `lines` to syslog, and a BYE to the client.
+fn misconfigured(lines: &[String]) {
+    sys::openlog(libc::LOG_MAIL);
+    for line in lines {
+        sys::syslog(libc::LOG_ERR, line);
+    }
+    use std::io::Write;
+    let _ = std::io::stdout()
+        .write_all(b"* BYE [UNAVAILABLE] imapgate is misconfigured, see its log.\r\n");
 }

@@ -1,6 +1,8 @@
 //! SIGHUP: load the configuration again. A new configuration is used by new sessions
 //! only; running sessions keep the one they started with (they hold an `Arc`). A broken
-//! file is reported line by line and the old configuration stays in force.
+//! file is reported line by line and the old configuration stays in force. What is known
+//! about backends that did not change (up or down, capabilities) carries over, and in
+//! thread mode discovery turns to the new configuration at once.
 //!
 //! What a reload cannot change is logged as a warning, never ignored silently:
 //! - always: `mode` and the log destination (`log`, `log_file`, `syslog_facility`);
@@ -116,5 +118,7 @@ pub fn load(ctx: &mut Ctx, current: &Runtime) -> Option<Arc<Runtime>> {
         logging::set_filter(&config.global.log_level);
     }
     log::info!("reload: {} loaded; new sessions use it", path.display());
-    Some(Arc::new(Runtime::new(config, tls, rules, maps)))
+    let runtime = Runtime::new(config, tls, rules, maps);
+    runtime.backends.carry_over(&runtime.config, &current.backends, &current.config);
+    Some(Arc::new(runtime))
 }

@@ -40,8 +40,9 @@ pub fn open() -> u64 {
     OPEN.load(Ordering::Relaxed)
 }
 
-/// The one-line status for SIGUSR1; `backends` is `name=up|down ...`, or `unknown`
-/// where this process does not track them (the fork-mode listener).
+/// The one-line status for SIGUSR1; `backends` is `Backends::status`'s
+/// `name:up,name:down` (thread mode), or `unknown` where this process does not track
+/// them (the fork-mode listener).
 pub fn status_line(mode: &str, backends: &str) -> String {
     let (admitted, blocked) = crate::daemon::admission::snapshot();
     format!(

@@ -137,7 +137,14 @@ impl Fields {
             (Some(m), Some(p)) => (Some((m, p)), None),
             (None, pass) => (None, pass),
         };
-        Ok(Found::Route(Answer { to, destuser: self.destuser, master, pass, verified }))
+        Ok(Found::Route(Answer {
+            to,
+            destuser: self.destuser,
+            master,
+            pass,
+            verified,
+            host_defaults: None,
+        }))
     }
 }
 

@@ -55,6 +55,21 @@ pub(crate) fn keys_of(kind: &str) -> &'static [&'static str] {
     }
 }
 
+/// The keys a lookup map may give more than once; any other key given twice is an error.
+const REPEATABLE: [&str; 2] = ["field", "header"];
+
+/// Common keys that mean nothing on a chain: each answer is the answering map's, settled
+/// by that map's own cache, `allow_hosts`, `host_defaults`, master user and `timeout`.
+const NOT_FOR_CHAIN: [&str; 7] = [
+    "cache_ttl",
+    "negative_ttl",
+    "stale_if_error",
+    "master_user",
+    "allow_hosts",
+    "host_defaults",
+    "timeout",
+];
+
 /// Every map's lookup, indexed like `Config::maps`.
 pub fn load(config: &Config) -> Result<Vec<Arc<Lookup>>, ConfigErrors> {
     let mut loader = Loader { config, errors: Vec::new(), built: vec![None; config.maps.len()] };
@@ -144,6 +159,8 @@ impl Loader<'_> {
         let before = self.errors.len();
         let mut keys = Keys { keys, taken: vec![false; keys.len()] };
         let kind_name = kind.0.as_str();
+        let allowed: Vec<&str> = COMMON.iter().chain(keys_of(kind_name)).copied().collect();
+        self.duplicates(&mut keys, &allowed);
         let timeout = self.duration(&mut keys, "timeout").unwrap_or(Duration::from_secs(5));
         let source = match kind_name {
             "file" => self.file(&mut keys, line, targets),
@@ -186,8 +203,7 @@ impl Loader<'_> {
         };
         let master = self.master(&mut keys, verifies, line);
         if kind_name == "chain" {
-            for key in ["cache_ttl", "negative_ttl", "stale_if_error", "master_user", "allow_hosts"]
-            {
+            for key in NOT_FOR_CHAIN {
                 if let Some((_, l)) =
                     keys.keys.iter().find(|(k, _, _)| k == key).map(|(_, v, l)| (v, *l))
                 {
@@ -198,7 +214,6 @@ impl Loader<'_> {
                 }
             }
         }
-        let allowed: Vec<&str> = COMMON.iter().chain(keys_of(kind_name)).copied().collect();
         for (j, (k, _, l)) in keys.keys.iter().enumerate() {
             if !keys.taken[j] {
                 self.err(
@@ -225,6 +240,27 @@ impl Loader<'_> {
         });
         self.built[i] = Some(Arc::clone(&lookup));
         Some(lookup)
+    }
+
+    /// Reports a known key given again (`field` and `header` may be) at its line, like
+    /// `config::check_keys` does for the other sections; the repeat is then taken, so it
+    /// is not reported as unknown too.
+    fn duplicates(&mut self, keys: &mut Keys<'_>, allowed: &[&str]) {
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        for (j, (k, _, l)) in keys.keys.iter().enumerate() {
+            if !allowed.contains(&k.as_str()) || REPEATABLE.contains(&k.as_str()) {
+                continue;
+            }
+            match first.get(k.as_str()) {
+                Some(at) => {
+                    self.err(*l, format!("duplicate key {k:?} (first at line {at})"));
+                    keys.taken[j] = true;
+                }
+                None => {
+                    first.insert(k, *l);
+                }
+            }
+        }
     }
 
     fn duration(&mut self, keys: &mut Keys<'_>, name: &str) -> Option<Duration> {
@@ -376,6 +412,12 @@ impl Loader<'_> {
             (None, None) => None,
         };
         let ca = keys.get("ca").map(|(v, l)| (self.path(v), l));
+        // No StartTLS: only ldaps:// uses TLS, so a CA elsewhere would be ignored.
+        if let (Some((_, l)), Some((u, _))) = (&ca, &url) {
+            if !u.starts_with("ldaps://") {
+                self.err(*l, "ca: only used with ldaps:// URLs".into());
+            }
+        }
         let verify_password = self.yes_no(keys, "verify_password");
         let mut fields = Vec::new();
         for (v, l) in keys.all("field") {
@@ -492,6 +534,114 @@ impl Loader<'_> {
                 }
                 Some((u.to_string(), Secret::new(p.as_bytes().to_vec())))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lookup::{Found, Outcome, Query};
+
+    /// The problems `load` reports for the map sections `maps`, beside a backend `a` and
+    /// a listener on the map `m`.
+    fn errors(maps: &str) -> Vec<String> {
+        let text = format!(
+            "[backend a]\nhost = 127.0.0.1\nport = 1143\n\
+             [listener l]\nlisten = 127.0.0.1:1\nmap = m\n{maps}"
+        );
+        let config = Config::parse(&text, Path::new("x.ini")).expect("config parses");
+        match load(&config) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    const HTTP: &str = "[map m]\ntype = http\nurl = http://127.0.0.1:1/auth\n";
+
+    #[test]
+    fn a_repeated_key_is_a_duplicate_and_repeatable_ones_repeat() {
+        assert_eq!(
+            errors(&format!("{HTTP}timeout = 1s\ntimeout = 2s\n")),
+            vec!["x.ini:11: duplicate key \"timeout\" (first at line 10)"]
+        );
+        assert_eq!(
+            errors(&format!("{HTTP}url = http://127.0.0.1:2/\n")),
+            vec!["x.ini:10: duplicate key \"url\" (first at line 9)"]
+        );
+        // Unknown stays unknown, however often.
+        let bogus = errors(&format!("{HTTP}bogus = 1\nbogus = 2\n"));
+        assert_eq!(bogus.len(), 2, "{bogus:?}");
+        assert!(bogus.iter().all(|e| e.contains("unknown key \"bogus\"")), "{bogus:?}");
+        assert_eq!(errors(&format!("{HTTP}header = A: 1\nheader = B: 2\n")), Vec::<String>::new());
+        let ldap = "[map m]\ntype = ldap\nurl = ldap://127.0.0.1:1\nbase = dc=x\n\
+                    field = backend mailHost\nfield = destuser uid\n";
+        assert_eq!(errors(ldap), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_chain_takes_no_key_that_its_maps_settle() {
+        let chain = "[map m]\ntype = chain\nmaps = h\n";
+        let inner = "[map h]\ntype = http\nurl = http://127.0.0.1:1/auth\n\
+                     allow_hosts = 127.0.0.1/32\nhost_defaults = a\ntimeout = 2s\n";
+        assert_eq!(errors(&format!("{chain}{inner}")), Vec::<String>::new());
+        assert_eq!(
+            errors(&format!("{chain}timeout = 10s\nhost_defaults = a\n{inner}")),
+            vec![
+                "x.ini:10: timeout: not for type = chain (set it on the maps it chains)",
+                "x.ini:11: host_defaults: not for type = chain (set it on the maps it chains)",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_ldap_ca_needs_an_ldaps_url() {
+        let map = |url: &str| {
+            format!(
+                "[map m]\ntype = ldap\nurl = {url}\nbase = dc=x\nfield = backend mailHost\n\
+                 ca = no-such-ca.pem\n"
+            )
+        };
+        for url in ["ldap://127.0.0.1:1", "ldapi://%2Frun%2Fslapd%2Fldapi"] {
+            assert_eq!(
+                errors(&map(url)),
+                vec!["x.ini:12: ca: only used with ldaps:// URLs"],
+                "{url}"
+            );
+        }
+        // With ldaps:// the file is read, and a missing one is reported.
+        let ldaps = errors(&map("ldaps://127.0.0.1:1"));
+        assert!(ldaps.len() == 1 && ldaps[0].contains("no-such-ca.pem"), "{ldaps:?}");
+    }
+
+    #[test]
+    fn each_host_answer_takes_the_host_defaults_of_the_map_that_gave_it() {
+        let dir = std::env::temp_dir().join(format!("imapgate-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("users.map"), "u1 127.0.0.1\n").unwrap();
+        let text = "[backend a]\nhost = 127.0.0.1\nport = 1143\n\
+                    [backend b]\nhost = 127.0.0.1\nport = 2143\n\
+                    [listener l]\nlisten = 127.0.0.1:1\nmap = m\n\
+                    [map m]\ntype = chain\nmaps = f\n\
+                    [map f]\ntype = file\npath = users.map\nallow_hosts = 127.0.0.1/32\n\
+                    host_defaults = b\n";
+        let config = Config::parse(text, &dir.join("x.ini")).expect("config parses");
+        let maps = load(&config).expect("maps load");
+        let _ = std::fs::remove_dir_all(&dir);
+        let m = config.maps.iter().position(|m| m.name == "m").unwrap();
+        let q = Query {
+            user: "u1",
+            password: None,
+            client: None,
+            tls: false,
+            client_cert: None,
+            attempt: 1,
+        };
+        match maps[m].find(&q) {
+            Outcome::Found(Found::Route(answer)) => {
+                assert_eq!(answer.host_defaults, config.backend_index("b"));
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

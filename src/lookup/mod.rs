@@ -83,6 +83,10 @@ pub struct Answer {
     pub pass: Option<Secret>,
     /// The source verified the client's own password.
     pub verified: bool,
+    /// For a `host` answer: the backend whose settings it takes, the `host_defaults` of
+    /// the map that answered (the one whose `allow_hosts` let the host through), set
+    /// when the map settles the answer.
+    pub host_defaults: Option<usize>,
 }
 
 /// Where an answer sends a login.
@@ -135,7 +139,7 @@ pub struct Lookup {
     default: Option<Target>,
     allow_hosts: Vec<Cidr>,
     /// The configured backend whose settings ad-hoc hosts take (port, TLS, login).
-    pub host_defaults: Option<usize>,
+    host_defaults: Option<usize>,
     /// `master_user` and `master_password` of the map.
     master: Option<(String, Secret)>,
     cache: Option<cache::Cache>,
@@ -221,6 +225,7 @@ impl Lookup {
             if let Err(why) = self.host_allowed(host) {
                 return Outcome::Failed(why);
             }
+            answer.host_defaults = self.host_defaults;
         }
         if answer.master.is_none() {
             answer.master = self.master.clone();
@@ -298,6 +303,7 @@ impl Answer {
             master: None,
             pass: None,
             verified: false,
+            host_defaults: None,
         }
     }
 }

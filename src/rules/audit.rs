@@ -20,9 +20,10 @@ struct Audit {
     file: OnceLock<Arc<Mutex<File>>>,
 }
 
-/// Builds the kind from an optional `file = PATH`.
+/// Builds the kind from an optional `file = PATH` (relative: to the configuration's
+/// directory).
 pub fn build(settings: &mut Settings) -> Option<Arc<dyn RuleKind>> {
-    let path = settings.get("file").map(|(v, _)| PathBuf::from(v));
+    let path = settings.get("file").map(|(v, _)| settings.path(&v));
     Some(Arc::new(Audit { path, file: OnceLock::new() }))
 }
 

@@ -32,7 +32,20 @@ const EXPUNGING: &[&str] = &["MOVE", "UID MOVE", "REPLACE", "UID REPLACE"];
 
 /// Builds the kind from `deny = NAMES` or `allow = NAMES`.
 pub fn build(settings: &mut Settings) -> Option<Arc<dyn RuleKind>> {
+    // Every key is read before any is judged: one mistake must not leave another key
+    // unread, to be reported as unknown too.
     let (deny, allow) = (settings.get("deny"), settings.get("allow"));
+    let guard_implicit = match settings.get("implicit_expunge") {
+        None => Some(true),
+        Some((v, line)) => match v.to_ascii_lowercase().as_str() {
+            "deny" => Some(true),
+            "allow" => Some(false),
+            _ => {
+                settings.error(line, format!("implicit_expunge: {v:?} is not deny or allow"));
+                None
+            }
+        },
+    };
     let (list, allow, line) = match (deny, allow) {
         (Some((v, l)), None) => (v, false, l),
         (None, Some((v, l))) => (v, true, l),
@@ -58,16 +71,7 @@ pub fn build(settings: &mut Settings) -> Option<Arc<dyn RuleKind>> {
         settings.error(line, format!("{bad:?} is not a command name"));
         return None;
     }
-    let guard_implicit = match settings.get("implicit_expunge") {
-        None => true,
-        Some((v, _)) if v == "deny" => true,
-        Some((v, _)) if v == "allow" => false,
-        Some((v, line)) => {
-            settings.error(line, format!("implicit_expunge: {v:?} is not deny or allow"));
-            return None;
-        }
-    };
-    Some(Arc::new(Commands { allow, names, guard_implicit }))
+    Some(Arc::new(Commands { allow, names, guard_implicit: guard_implicit? }))
 }
 
 impl RuleKind for Commands {
@@ -196,5 +200,45 @@ mod tests {
         let mut s = Settings::new(vec![], 7);
         assert!(build(&mut s).is_none());
         assert_eq!(s.errors[0].0, 7);
+        // Through the registry, which reports the keys a kind left unread: the one
+        // mistake is the only error.
+        let mut s = Settings::new(
+            vec![
+                ("deny".into(), "A".into(), 3),
+                ("allow".into(), "B".into(), 4),
+                ("implicit_expunge".into(), "allow".into(), 5),
+            ],
+            1,
+        );
+        assert!(matches!(super::super::registry::build("commands", &mut s), Ok(None)));
+        assert_eq!(s.errors, vec![(4, "give either deny or allow, not both".to_string())]);
+        let mut s = Settings::new(vec![("implicit_expunge".into(), "never".into(), 5)], 1);
+        assert!(build(&mut s).is_none());
+        assert!(s.errors.contains(&(5, "implicit_expunge: \"never\" is not deny or allow".into())));
+    }
+
+    #[test]
+    fn implicit_expunge_is_read_in_any_case() {
+        let mut s = Settings::new(
+            vec![
+                ("deny".into(), "EXPUNGE".into(), 3),
+                ("implicit_expunge".into(), "Allow".into(), 4),
+            ],
+            1,
+        );
+        let lax = build(&mut s).expect("implicit_expunge = Allow is allow");
+        assert!(s.errors.is_empty(), "{:?}", s.errors);
+        let mut mv = Command::parse(b"a MOVE 1 x\r\n").unwrap();
+        assert_eq!(lax.start().on_command(&mut mv, &mut Context::default()), Verdict::Pass);
+        let mut s = Settings::new(
+            vec![
+                ("deny".into(), "EXPUNGE".into(), 3),
+                ("implicit_expunge".into(), "DENY".into(), 4),
+            ],
+            1,
+        );
+        let strict = build(&mut s).expect("implicit_expunge = DENY is deny");
+        let mut mv = Command::parse(b"a MOVE 1 x\r\n").unwrap();
+        assert_ne!(strict.start().on_command(&mut mv, &mut Context::default()), Verdict::Pass);
     }
 }

@@ -126,17 +126,17 @@ impl Conditions {
     pub fn tests_id(&self) -> bool {
         self.tests.iter().any(|(_, t)| matches!(t, Test::Id(..)))
     }
+}
 
-    /// Names of the backends a `backend` test refers to, for the configuration check.
-    pub fn backend_names(&self) -> impl Iterator<Item = &str> {
-        self.tests
-            .iter()
-            .filter_map(|(_, t)| match t {
-                Test::Backend(names) => Some(names.iter().map(String::as_str)),
-                _ => None,
-            })
-            .flatten()
-    }
+/// The sections a `backend` or `listener` condition (or its `not_` form) names, for the
+/// configuration check: the kind of section and the names, split as the test splits them.
+pub fn references<'v>(key: &str, value: &'v str) -> Option<(&'static str, Vec<&'v str>)> {
+    let kind = match key.strip_prefix("not_").unwrap_or(key) {
+        "backend" => "backend",
+        "listener" => "listener",
+        _ => return None,
+    };
+    Some((kind, value.split_whitespace().collect()))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::registry::Settings;
 use super::{Command, Context, Response, Rule, RuleKind, Verdict};
-use crate::config::{parse_duration, parse_size};
+use crate::config::{parse_count, parse_duration, parse_size};
 use crate::imap::response;
 
 #[derive(Debug, Clone, Default)]
@@ -47,16 +47,19 @@ pub fn build(settings: &mut Settings) -> Option<Arc<dyn RuleKind>> {
     };
     limits.max_session_time = duration(settings, "max_session_time");
     limits.idle_timeout = duration(settings, "idle_timeout");
-    if let Some(d) = duration(settings, "idle_command_timeout") {
+    // Given or not, IDLE is bounded (29m by default); given, it is the rule's limit.
+    let idle_command_timeout = duration(settings, "idle_command_timeout");
+    if let Some(d) = idle_command_timeout {
         limits.idle_command_timeout = d;
     }
     if let Some((v, line)) = settings.get("max_commands") {
-        match v.parse() {
+        match parse_count(&v) {
             Ok(n) => limits.max_commands = Some(n),
-            Err(_) => settings.error(line, format!("max_commands: {v:?} is not a number")),
+            Err(e) => settings.error(line, format!("max_commands: {e}")),
         }
     }
-    let any = limits.max_bytes_from_client.is_some()
+    let any = idle_command_timeout.is_some()
+        || limits.max_bytes_from_client.is_some()
         || limits.max_bytes_to_client.is_some()
         || limits.max_append_size.is_some()
         || limits.max_literal_to_client.is_some()
@@ -270,5 +273,35 @@ mod tests {
         let mut s = Settings::new(vec![], 4);
         build(&mut s);
         assert_eq!(s.errors, vec![(4, "type = limits sets no limit".to_string())]);
+    }
+
+    #[test]
+    fn a_limit_on_idle_alone_is_a_limit() {
+        let mut r = rule(&[("idle_command_timeout", "10m")]);
+        let cx =
+            Context { idling: true, last_activity: Some(Instant::now()), ..Context::default() };
+        let deadline = r.deadline(&cx).expect("IDLE is bounded");
+        assert!(deadline <= Instant::now() + Duration::from_secs(600));
+        let later = Instant::now() + Duration::from_secs(601);
+        assert!(matches!(r.on_time(later, &mut cx.clone()), Verdict::Disconnect { .. }));
+    }
+
+    #[test]
+    fn max_commands_takes_digits_only() {
+        for bad in ["+5", "-1", "5k", " 5", "1e3", ""] {
+            let mut s = Settings::new(vec![("max_commands".into(), bad.into(), 3)], 1);
+            build(&mut s);
+            assert!(
+                s.errors.contains(&(
+                    3,
+                    format!(
+                        "max_commands: invalid number {bad:?} (expected digits only, e.g. 1000)"
+                    )
+                )),
+                "{bad:?}: {:?}",
+                s.errors
+            );
+        }
+        rule(&[("max_commands", "100000")]);
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::registry::{self, Settings};
-use super::{Conditions, RuleDef};
+use super::{condition, Conditions, RuleDef};
 use crate::config::{Config, ConfigError, ConfigErrors, RuleSection};
 
 /// The rules of `config`, in file order (a listener's `rules` index into them).
@@ -43,14 +43,14 @@ fn build(
         } else if let Err(m) = conditions.add(key, value) {
             err(*line, format!("{key}: {m}"));
             failed = true;
+        } else if let Some(m) = undefined(key, value, config) {
+            err(*line, format!("{key}: {m}"));
+            failed = true;
         }
     }
-    if let Some(b) = conditions.backend_names().find(|b| config.backend_index(b).is_none()) {
-        err(section.line, format!("backend condition names undefined backend {b:?}"));
-        failed = true;
-    }
     let (kind_name, kind_line) = &section.kind;
-    let mut settings = Settings::new(kind_keys, section.line);
+    let base = config.path.parent().unwrap_or(std::path::Path::new(""));
+    let mut settings = Settings::new(kind_keys, section.line).relative_to(base);
     let kind = match registry::build(kind_name, &mut settings) {
         Ok(kind) => kind,
         Err(m) => {
@@ -64,6 +64,18 @@ fn build(
     }
     let kind = kind?;
     (!failed).then(|| RuleDef { name: section.name.clone(), line: section.line, conditions, kind })
+}
+
+/// A `backend` or `listener` condition naming a section the configuration lacks: a typo
+/// there would make the rule silently never (or, negated, always) apply.
+fn undefined(key: &str, value: &str, config: &Config) -> Option<String> {
+    let (kind, names) = condition::references(key, value)?;
+    let defined = |name: &str| match kind {
+        "backend" => config.backend_index(name).is_some(),
+        _ => config.listeners.iter().any(|l| l.name == name),
+    };
+    let name = names.into_iter().find(|n| !defined(n))?;
+    Some(format!("undefined {kind} {name:?}"))
 }
 
 #[cfg(test)]
@@ -84,6 +96,21 @@ mod tests {
     }
 
     #[test]
+    fn an_audit_file_is_taken_relative_to_the_configuration_file() {
+        let dir = std::env::temp_dir().join(format!("imapgate-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = "[backend d]\nhost = 127.0.0.1\n[map m]\ntype = static\ndefault = d\n\
+                    [listener l]\nlisten = 127.0.0.1:1143\nmap = m\n\
+                    [rule a]\ntype = audit\nfile = audit.log\n";
+        let config = Config::parse(text, &dir.join("x.ini")).expect("config parses");
+        let rules = load(&config).expect("rules load");
+        rules[0].kind.prepare().expect("audit file opens");
+        let made = dir.join("audit.log").exists();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(made, "audit.log not made next to x.ini");
+    }
+
+    #[test]
     fn problems_point_at_their_lines() {
         assert_eq!(errors("[rule r]\ntype = commands\ndeny = DELETE\n"), Vec::<String>::new());
         assert_eq!(
@@ -98,8 +125,16 @@ mod tests {
             ]
         );
         assert_eq!(
-            errors("[rule r]\ntype = commands\ndeny = X\nbackend = nowhere\n"),
-            vec!["x.ini:9: backend condition names undefined backend \"nowhere\""]
+            errors("[rule r]\ntype = commands\ndeny = X\nbackend = d nowhere\n"),
+            vec!["x.ini:12: backend: undefined backend \"nowhere\""]
+        );
+        assert_eq!(
+            errors("[rule r]\ntype = commands\ndeny = X\nlistener = l\nnot_listener = imap\n"),
+            vec!["x.ini:13: not_listener: undefined listener \"imap\""]
+        );
+        assert_eq!(
+            errors("[rule r]\ntype = commands\ndeny = X\nlistener = l\nnot_backend = d\n"),
+            Vec::<String>::new()
         );
     }
 }

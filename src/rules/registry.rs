@@ -3,6 +3,7 @@
 //! configuration must document: `crate::docs`). Adding a kind means adding its module and
 //! one line below.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::RuleKind;
@@ -19,13 +20,27 @@ pub struct Settings {
     pub errors: Vec<(usize, String)>,
     /// Line of the section header, for problems that concern the whole section.
     pub line: usize,
+    /// The configuration file's directory, which relative file names are taken from.
+    base: PathBuf,
 }
 
 impl Settings {
     /// Settings from (key, value, line) entries.
     pub fn new(entries: Vec<(String, String, usize)>, line: usize) -> Settings {
         let used = vec![false; entries.len()];
-        Settings { entries, used, declared: &[], errors: Vec::new(), line }
+        Settings { entries, used, declared: &[], errors: Vec::new(), line, base: PathBuf::new() }
+    }
+
+    /// Relative file names are taken relative to `base` (the configuration's directory).
+    pub fn relative_to(mut self, base: &Path) -> Settings {
+        self.base = base.to_path_buf();
+        self
+    }
+
+    /// A file name as given in a value: relative to the configuration file's directory,
+    /// like every file the configuration names.
+    pub fn path(&self, value: &str) -> PathBuf {
+        self.base.join(value)
     }
 
     /// The value and line of `key`, if given (a second occurrence is an error).

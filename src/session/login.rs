@@ -16,7 +16,7 @@ use crate::backend::{self, LoginError};
 use crate::config::TlsMode;
 use crate::imap::preauth::{Action, Credential, Login, PreAuth};
 use crate::imap::sasl::Secret;
-use crate::lookup::{Answer, Destination, Found, Lookup, Outcome, Query};
+use crate::lookup::{Answer, Destination, Found, Outcome, Query};
 use crate::net::tls;
 use crate::net::transport::Transport;
 use crate::rules::{self, Engine, Response};
@@ -90,7 +90,7 @@ impl Session<'_> {
                 );
             }
         };
-        let (candidates, name) = match self.candidates(&lookup, &answer, &login.user) {
+        let (candidates, name) = match self.candidates(&answer, &login.user) {
             Ok(found) => found,
             Err(why) => {
                 log::warn!("map {}: {why}", lookup.name);
@@ -153,12 +153,7 @@ impl Session<'_> {
     }
 
     /// The backends to try for an answer, and the name the LOGIN line gives them.
-    fn candidates(
-        &self,
-        lookup: &Lookup,
-        answer: &Answer,
-        user: &str,
-    ) -> Result<(Vec<Candidate>, String), String> {
+    fn candidates(&self, answer: &Answer, user: &str) -> Result<(Vec<Candidate>, String), String> {
         let config = &self.runtime.config;
         match &answer.to {
             Destination::Target(target) => {
@@ -169,7 +164,8 @@ impl Session<'_> {
                 Ok((list.collect(), config.target_name(*target)))
             }
             Destination::Host { host, port, tls: mode } => {
-                let defaults = lookup.host_defaults;
+                // The answering map's, not the listener's: in a chain they differ.
+                let defaults = answer.host_defaults;
                 let mut backend = match defaults {
                     Some(i) => config.backends[i].clone(),
                     None => crate::config::Backend::unnamed(host, *port),

@@ -112,3 +112,52 @@ fn sigusr1_logs_a_status_line() {
     px.wait_for_log(r"STATUS mode=thread sessions_open=1 sessions_total=\d+ .*bytes_from_clients=\d+ .*backends=");
     c.logout();
 }
+
+/// Thread mode: discovery follows a reload. A backend the reload adds is probed at once,
+/// and the new `discovery_interval` (at start-up 0: one round only) is in force: a
+/// backend that goes down afterwards is found down by a later round.
+#[test]
+fn discovery_probes_the_backends_of_a_reloaded_configuration() {
+    let dv = Dovecot::start();
+    let mut added = Dovecot::start();
+    let px = Proxy::start(&config(dv.port, "mode = thread\ndiscovery_interval = 0", ""));
+    let pid = main_pid(&px);
+    let body = std::fs::read_to_string(&px.config).unwrap();
+    let body = body.replace("discovery_interval = 0", "discovery_interval = 1s")
+        + &format!(
+            "\n[backend added]\nhost = 127.0.0.1\nport = {}\nconnect_timeout = 2s\n\n\
+             [backend gone]\nhost = 127.0.0.1\nport = {}\nconnect_timeout = 2s\n",
+            added.port,
+            free_port()
+        );
+    std::fs::write(&px.config, body).unwrap();
+    send_signal(pid, "HUP");
+    px.wait_for_log("reload: .* loaded; new sessions use it");
+    // Probed in file order: once `gone` is found down, `added` was found up.
+    px.wait_for_log(r"BACKEND-DOWN backend=gone ");
+    assert!(!px.log().contains("BACKEND-DOWN backend=added"), "{}", px.log());
+    added.kill();
+    px.wait_for_log(r"BACKEND-DOWN backend=added ");
+}
+
+/// Thread mode: what discovery learned before a reload still shapes the greeting after
+/// it (here with `discovery_interval = 0`, so nothing is probed on a timer).
+#[test]
+fn the_greeting_keeps_the_backend_capabilities_across_a_reload() {
+    let dv = Dovecot::start_with(
+        "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE XRELOADMARK",
+    );
+    let px = Proxy::start(&config(dv.port, "mode = thread\ndiscovery_interval = 0", ""));
+    let pid = main_pid(&px);
+    let marked = |c: &Client| text(&c.greeting).contains("XRELOADMARK");
+    let learned = wait_until(WAIT, || marked(&Client::connect(px.port)).then_some(()));
+    assert!(learned.is_some(), "discovery never showed the backend's capabilities");
+    let body = std::fs::read_to_string(&px.config).unwrap();
+    std::fs::write(&px.config, body.replace("[global]\n", "[global]\ngreeting = reloaded.\n"))
+        .unwrap();
+    send_signal(pid, "HUP");
+    px.wait_for_log("reload: .* loaded; new sessions use it");
+    let c = Client::connect(px.port);
+    assert!(text(&c.greeting).ends_with("reloaded.\r\n"), "{}", text(&c.greeting));
+    assert!(marked(&c), "after the reload: {}", text(&c.greeting));
+}

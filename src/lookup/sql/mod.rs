@@ -95,7 +95,8 @@ impl SqlMap {
                 }
             }
         }
-        if vars.is_empty() {
+        // %r alone does not say whose row it is: every login from one address would share it.
+        if !vars.iter().any(|v| matches!(v, Var::User | Var::Local | Var::Domain)) {
             return Err("the query uses no %u, %n or %d: every login would get the same row".into());
         }
         Ok(SqlMap { db, sql, vars, verify_password, timeout, targets })
@@ -149,5 +150,25 @@ impl Source for SqlMap {
 
     fn verifies(&self) -> bool {
         self.verify_password
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn built(query: &str) -> Result<(), String> {
+        let db = "postgresql://u@127.0.0.1/db";
+        SqlMap::new(db, None, query, false, Duration::from_secs(1), HashMap::new()).map(|_| ())
+    }
+
+    #[test]
+    fn a_query_must_name_the_user() {
+        let none = Err("the query uses no %u, %n or %d: every login would get the same row".into());
+        assert_eq!(built("SELECT 'a' AS backend"), none);
+        assert_eq!(built("SELECT backend FROM hosts WHERE ip = %r"), none);
+        assert_eq!(built("SELECT backend FROM users WHERE login = %u"), Ok(()));
+        assert_eq!(built("SELECT backend FROM u WHERE name = %n AND domain = %d"), Ok(()));
+        assert_eq!(built("SELECT backend FROM u WHERE domain = %d AND ip = %r"), Ok(()));
     }
 }
