@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use crate::config::{Cidr, Target, TlsMode};
 use crate::imap::sasl::Secret;
+use crate::metrics::{self, Metric};
 
 pub use load::load;
 
@@ -159,6 +160,20 @@ impl Lookup {
     /// Asks the map about `q`: the cache, then the source; the map's default when the
     /// source does not know the user; the policy on every answer.
     pub fn find(&self, q: &Query<'_>) -> Outcome {
+        let outcome = self.ask(q);
+        let result = match &outcome {
+            Outcome::Found(Found::Route(_)) => "found",
+            Outcome::Found(Found::Refused { .. }) => "refused",
+            Outcome::Found(Found::Rejected { .. }) => "rejected",
+            Outcome::NotFound => "not-found",
+            Outcome::Failed(_) => "failed",
+        };
+        metrics::add(Metric::Lookups, &[&self.name, result], 1);
+        outcome
+    }
+
+    /// `find` without the counting.
+    fn ask(&self, q: &Query<'_>) -> Outcome {
         let source = match &self.source {
             Kind::One(source) => source,
             Kind::Chain(maps) => {
@@ -177,6 +192,7 @@ impl Lookup {
         });
         if let (Some(cache), Some(key)) = (&self.cache, &key) {
             if let Some(hit) = cache.fresh(key) {
+                metrics::add(Metric::CacheHits, &[&self.name], 1);
                 return self.settle(hit);
             }
         }
@@ -190,6 +206,7 @@ impl Lookup {
                 return match stale {
                     Some(entry) => {
                         log::warn!("map {}: {why}; answering from the cache", self.name);
+                        metrics::add(Metric::CacheHits, &[&self.name], 1);
                         self.settle(entry)
                     }
                     None => Outcome::Failed(why),

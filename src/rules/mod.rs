@@ -382,6 +382,7 @@ impl Engine {
         for r in self.rules.iter_mut().filter(|r| r.applies) {
             let verdict = r.rule.on_command(cmd, cx);
             if verdict != Verdict::Pass {
+                count(&r.def.name, decision_word(&verdict, "refuse"));
                 self.decided_by = Some(format!("{} (line {})", r.def.name, r.def.line));
                 return verdict;
             }
@@ -400,8 +401,12 @@ impl Engine {
         for r in self.rules.iter_mut().filter(|r| r.applies) {
             match r.rule.on_response(resp, cx) {
                 Verdict::Pass => {}
-                Verdict::Reply(_) | Verdict::Drop => return Verdict::Drop,
+                Verdict::Reply(_) | Verdict::Drop => {
+                    count(&r.def.name, "drop");
+                    return Verdict::Drop;
+                }
                 other => {
+                    count(&r.def.name, decision_word(&other, "drop"));
                     log::info!("id={} rule={} {}", cx.session, r.def.name, verdict_word(&other));
                     return other;
                 }
@@ -449,6 +454,7 @@ impl Engine {
         for r in self.rules.iter_mut().filter(|r| r.applies) {
             let verdict = r.rule.on_time(now, cx);
             if verdict != Verdict::Pass {
+                count(&r.def.name, decision_word(&verdict, "drop"));
                 log::info!("id={} rule={} {}", cx.session, r.def.name, verdict_word(&verdict));
                 return verdict;
             }
@@ -476,6 +482,21 @@ impl Engine {
         self.cx.client_id = Some(params);
         self.reevaluate();
     }
+}
+
+/// The `decision` label of a verdict other than pass; `refusal` names what Reply and
+/// Drop mean where it was given (a refused command, a dropped response).
+fn decision_word(v: &Verdict, refusal: &'static str) -> &'static str {
+    match v {
+        Verdict::Disconnect { .. } => "disconnect",
+        Verdict::Pass => "pass",
+        Verdict::Reply(_) | Verdict::Drop => refusal,
+    }
+}
+
+/// Counts a rule's decision in the metrics registry.
+fn count(rule: &str, decision: &'static str) {
+    crate::metrics::add(crate::metrics::Metric::RuleDecisions, &[rule, decision], 1);
 }
 
 fn verdict_word(v: &Verdict) -> String {
