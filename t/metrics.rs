@@ -174,3 +174,65 @@ fn a_silent_scraper_holds_nothing() {
         assert!(started.elapsed() < Duration::from_secs(8), "{mode}: the silent scraper was kept");
     }
 }
+
+/// A backend that cannot be reached shows as down, in fork mode too (session processes
+/// report it); a map's cache answers count as hits (thread mode: fork-mode sessions do
+/// not share a cache).
+#[test]
+fn backend_down_and_cache_hits_show_in_both_modes() {
+    let dv = Dovecot::start();
+    let dead = free_port();
+    let dir = TempDir::new("metrics-map");
+    let map = dir.join("users.map");
+    std::fs::write(&map, "lost gone\n* dovecot\n").expect("write the map");
+    for mode in ["thread", "fork"] {
+        let port = free_port();
+        let body = minimal_config(dv.port)
+            .replacen(
+                "[global]\n",
+                &format!("[global]\nmode = {mode}\nmetrics = 127.0.0.1:{port}\n"),
+                1,
+            )
+            .replacen(
+                "[map users]\ntype = static\ndefault = dovecot\n",
+                &format!(
+                    "[backend gone]\nhost = 127.0.0.1\nport = {dead}\n\n\
+                     [map users]\ntype = file\npath = {}\ncache_ttl = 1m\n",
+                    map.display()
+                ),
+                1,
+            );
+        let px = Proxy::start(&body);
+        let mut c = Client::connect(px.port);
+        let r = c.try_login("lost", "secret");
+        assert!(text(&r).starts_with("L1 NO [UNAVAILABLE]"), "{mode}: {}", text(&r));
+        c.logout();
+        let user = unique_user("cached");
+        for _ in 0..3 {
+            let mut c = Client::connect(px.port);
+            c.login(&user, "secret");
+            c.logout();
+        }
+        expect(
+            port,
+            &[
+                (r#"imapgate_backend_up{backend="gone"}"#, 0.0),
+                (r#"imapgate_backend_up{backend="dovecot"}"#, 1.0),
+                (
+                    r#"imapgate_logins_total{listener="imap",result="failed",reason="backend-unavailable"}"#,
+                    1.0,
+                ),
+                (r#"imapgate_logins_total{listener="imap",result="ok",reason="none"}"#, 3.0),
+                (r#"imapgate_lookups_total{map="users",result="found"}"#, 4.0),
+                (r#"imapgate_backend_login_seconds_count{backend="dovecot"}"#, 3.0),
+            ],
+        );
+        let body = scrape(port);
+        assert_eq!(value(&body, r#"imapgate_backend_login_seconds_count{backend="gone"}"#), None);
+        // Thread mode shares the cache: the second and third login are hits. A fork-mode
+        // session process starts with the listener's cache, which never looks up: no
+        // hit across sessions, and the metric says so.
+        let hits = value(&body, r#"imapgate_lookup_cache_hits_total{map="users"}"#);
+        assert_eq!(hits, (mode == "thread").then_some(2.0), "{mode}\n{body}");
+    }
+}

@@ -363,4 +363,46 @@ mod tests {
         let e = outside.with(|p| std::fs::metadata(p)).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
     }
+
+    struct OnlyX;
+
+    impl Source for OnlyX {
+        fn find(&self, q: &Query<'_>) -> Result<Option<Found>, String> {
+            match q.user {
+                "x" => Ok(Some(Found::Route(Answer::to(Target::Backend(0))))),
+                "down" => Err("down".into()),
+                _ => Ok(None),
+            }
+        }
+    }
+
+    #[test]
+    fn lookups_and_cache_hits_are_counted_per_map_and_result() {
+        let name = "lookup-metrics-test";
+        let map = Lookup {
+            name: name.into(),
+            source: Kind::One(Box::new(OnlyX)),
+            default: None,
+            allow_hosts: Vec::new(),
+            host_defaults: None,
+            master: None,
+            cache: cache::Cache::new(Duration::from_secs(60), Duration::ZERO, Duration::ZERO),
+        };
+        let q = |user| Query {
+            user,
+            password: None,
+            client: None,
+            tls: false,
+            client_cert: None,
+            attempt: 1,
+        };
+        for user in ["x", "x", "x", "y", "down"] {
+            map.find(&q(user));
+        }
+        let registry = metrics::global();
+        assert_eq!(registry.get(Metric::Lookups, &[name, "found"]), 3);
+        assert_eq!(registry.get(Metric::Lookups, &[name, "not-found"]), 1);
+        assert_eq!(registry.get(Metric::Lookups, &[name, "failed"]), 1);
+        assert_eq!(registry.get(Metric::CacheHits, &[name]), 2);
+    }
 }
