@@ -507,3 +507,41 @@ fn verdict_word(v: &Verdict) -> String {
         Verdict::Disconnect { reason, .. } => format!("disconnect ({reason})"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::registry::{build, Settings};
+    use super::*;
+    use crate::metrics::{self, Metric};
+
+    fn def(name: &str, kind: &str, keys: &[(&str, &str)]) -> Arc<RuleDef> {
+        let entries = keys.iter().map(|(k, v)| (k.to_string(), v.to_string(), 2)).collect();
+        let mut settings = Settings::new(entries, 1);
+        let kind = build(kind, &mut settings).unwrap().unwrap();
+        Arc::new(RuleDef { name: name.into(), line: 1, conditions: Conditions::default(), kind })
+    }
+
+    #[test]
+    fn decisions_other_than_pass_are_counted_per_rule() {
+        let defs = [
+            def("metrics-deny", "commands", &[("deny", "DELETE")]),
+            def("metrics-hide", "hide_folders", &[("folders", "Calendar")]),
+        ];
+        let cx = Context { delimiter: Some('/'), ..Context::default() };
+        let mut engine = Engine::new(&defs, cx);
+        let mut delete = Command::parse(b"a DELETE x\r\n").unwrap();
+        assert!(matches!(engine.command(&mut delete), Verdict::Reply(_)));
+        let mut noop = Command::parse(b"b NOOP\r\n").unwrap();
+        assert_eq!(engine.command(&mut noop), Verdict::Pass);
+        let mut list = Response {
+            raw: b"* LIST () \"/\" Calendar\r\n".to_vec(),
+            complete: true,
+            literal_sizes: vec![],
+        };
+        assert_eq!(engine.response(&mut list), Verdict::Drop);
+        let registry = metrics::global();
+        assert_eq!(registry.get(Metric::RuleDecisions, &["metrics-deny", "refuse"]), 1);
+        assert_eq!(registry.get(Metric::RuleDecisions, &["metrics-deny", "pass"]), 0);
+        assert_eq!(registry.get(Metric::RuleDecisions, &["metrics-hide", "drop"]), 1);
+    }
+}
