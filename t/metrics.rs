@@ -236,3 +236,37 @@ fn backend_down_and_cache_hits_show_in_both_modes() {
         assert_eq!(hits, (mode == "thread").then_some(2.0), "{mode}\n{body}");
     }
 }
+
+/// Counters survive a SIGHUP reload, and the metrics address stays (with a warning).
+#[test]
+fn counters_survive_a_reload() {
+    let dv = Dovecot::start();
+    for mode in ["thread", "fork"] {
+        let (px, port) = metrics_proxy(&dv, mode);
+        let mut old = Client::connect(px.port);
+        old.login(&unique_user("metrics"), "secret");
+        let body = std::fs::read_to_string(&px.config).expect("read config");
+        let moved =
+            body.replace(&format!("metrics = {port}\n"), &format!("metrics = {}\n", free_port()));
+        assert_ne!(moved, body);
+        std::fs::write(&px.config, moved.replace("[global]\n", "[global]\ngreeting = again.\n"))
+            .expect("write config");
+        send_signal(px.pid(), "HUP");
+        px.wait_for_log("reload: metrics cannot change while running");
+        px.wait_for_log("reload: .* loaded; new sessions use it");
+        let mut new = Client::connect(px.port);
+        assert!(text(&new.greeting).ends_with("again.\r\n"), "{}", text(&new.greeting));
+        new.login(&unique_user("metrics"), "secret");
+        new.logout();
+        old.logout();
+        expect(
+            port,
+            &[
+                (r#"imapgate_sessions_open{listener="imap"}"#, 0.0),
+                (r#"imapgate_sessions_total{listener="imap"}"#, 3.0),
+                (r#"imapgate_logins_total{listener="imap",result="ok",reason="none"}"#, 2.0),
+                (r#"imapgate_backend_up{backend="dovecot"}"#, 1.0),
+            ],
+        );
+    }
+}
