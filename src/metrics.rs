@@ -124,8 +124,8 @@ impl Metric {
             Metric::SessionsTotal => "Sessions begun (connections admitted), per listener.",
             Metric::SessionsEnded => "Sessions ended, per listener and SESSION-END reason.",
             Metric::Logins => "Login attempts, per listener, result (ok, failed) and reason.",
-            Metric::BytesFromClients => "Bytes read from clients in ended sessions, per listener.",
-            Metric::BytesToClients => "Bytes written to clients in ended sessions, per listener.",
+            Metric::BytesFromClients => "Bytes read from clients, per listener.",
+            Metric::BytesToClients => "Bytes written to clients, per listener.",
             Metric::BackendUp => "1 while a configured backend counts as up, 0 while marked down.",
             Metric::BackendLoginBucket | Metric::BackendLoginSum | Metric::BackendLoginCount => {
                 "Time from connecting to a configured backend to its answer to the login."

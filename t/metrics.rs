@@ -270,3 +270,45 @@ fn counters_survive_a_reload() {
         );
     }
 }
+
+/// A long session's bytes reach the metrics while it runs (every few seconds with
+/// traffic), not only at its end.
+#[test]
+fn bytes_of_a_running_session_are_counted_while_it_runs() {
+    let dv = Dovecot::start();
+    for mode in ["thread", "fork"] {
+        let (px, port) = metrics_proxy(&dv, mode);
+        let mut c = Client::connect(px.port);
+        c.login(&unique_user("metrics"), "secret");
+        c.cmd_ok("S", "SELECT INBOX");
+        std::thread::sleep(Duration::from_millis(5500));
+        c.cmd_ok("N", "NOOP");
+        let from = r#"imapgate_bytes_from_clients_total{listener="imap"}"#;
+        let to = r#"imapgate_bytes_to_clients_total{listener="imap"}"#;
+        // Only the harness's probe has ended, and it sent nothing.
+        let body = wait_until(WAIT, || {
+            let body = scrape(port);
+            value(&body, from).is_some_and(|v| v > 0.0).then_some(body)
+        })
+        .unwrap_or_else(|| panic!("{mode}: no bytes while the session runs\n{}", scrape(port)));
+        assert_eq!(value(&body, r#"imapgate_sessions_open{listener="imap"}"#), Some(1.0));
+        let during = (value(&body, from).unwrap(), value(&body, to).unwrap());
+        c.logout();
+        // At the end the rest is added: more than during, and nothing counted twice.
+        let body = expect(port, &[(r#"imapgate_sessions_open{listener="imap"}"#, 0.0)]);
+        let after = (value(&body, from).unwrap(), value(&body, to).unwrap());
+        assert!(after.0 > during.0 && after.1 > during.1, "{mode}: {during:?} {after:?}");
+        let logged = px.wait_for_log(r"SESSION-END id=2 .*from_client=\d+ to_client=\d+");
+        let field = |name: &str| -> f64 {
+            let start = logged.find(&format!("{name}=")).unwrap() + name.len() + 1;
+            logged[start..].split(' ').next().unwrap().parse().unwrap()
+        };
+        let probe = px.wait_for_log(r"SESSION-END id=1 ");
+        let probe_to: f64 = {
+            let start = probe.find("to_client=").unwrap() + 10;
+            probe[start..].split(' ').next().unwrap().parse().unwrap()
+        };
+        assert_eq!(after.0, field("from_client"), "{mode}: {logged}");
+        assert_eq!(after.1, field("to_client") + probe_to, "{mode}: {logged}");
+    }
+}

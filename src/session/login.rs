@@ -442,7 +442,9 @@ impl Session<'_> {
                 Ok(relay) => relay,
                 Err(e) => return client_error(e),
             };
-        let (end, counters) = relay.run(self.host);
+        let listener = &self.runtime.config.listeners[self.origin.listener].name;
+        let (end, counters) = relay.metered(listener).run(self.host);
+        self.metered = counters;
         self.counters.from_client += counters.from_client;
         self.counters.to_client += counters.to_client;
         if let End::BackendClosed(why) = &end {
