@@ -16,6 +16,7 @@ pub(crate) mod daemon;
 pub mod fuzzing;
 pub(crate) mod imap;
 pub(crate) mod lookup;
+pub(crate) mod metrics;
 pub mod net;
 pub(crate) mod rules;
 pub(crate) mod session;

@@ -15,6 +15,7 @@ mod limits;
 mod login;
 mod lookups;
 mod metadata;
+mod metrics;
 mod relay;
 mod routing;
 mod rules;

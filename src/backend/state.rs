@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, MapKind, Target};
 use crate::imap::capability;
+use crate::metrics::{self, Metric};
 
 #[derive(Debug, Default, Clone)]
 struct Known {
@@ -28,6 +29,12 @@ pub struct Backends {
 impl Backends {
     /// Nothing known yet: every backend counts as up.
     pub fn new(config: &Config) -> Backends {
+        let names: Vec<&str> = config.backends.iter().map(|b| b.name.as_str()).collect();
+        let registry = metrics::global();
+        registry.retain(Metric::BackendUp, &names);
+        for name in &names {
+            registry.set(Metric::BackendUp, &[name], 1);
+        }
         Backends {
             known: config.backends.iter().map(|_| Mutex::default()).collect(),
             names: config.backends.iter().map(|b| b.name.clone()).collect(),
@@ -71,6 +78,7 @@ impl Backends {
     /// Marks a backend down for `time`; logs BACKEND-DOWN when it was up.
     pub fn mark_down(&self, i: usize, time: Duration, why: &str) {
         let was_down = self.with(i, |k| k.down_until.replace(Instant::now() + time).is_some());
+        metrics::global().set(Metric::BackendUp, &[&self.names[i]], 0);
         if !was_down {
             log::warn!(
                 "BACKEND-DOWN backend={} for={}s reason={why}",
@@ -82,6 +90,7 @@ impl Backends {
 
     /// Marks a backend up; logs BACKEND-UP when it was down.
     pub fn mark_up(&self, i: usize) {
+        metrics::global().set(Metric::BackendUp, &[&self.names[i]], 1);
         if self.with(i, |k| k.down_until.take().is_some()) {
             log::info!("BACKEND-UP backend={}", self.names[i]);
         }

@@ -1,12 +1,16 @@
 //! The `[global]` section: logging, thread and pre-auth limits, timeouts, greeting.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::daemon::{self, Daemon};
 use super::error::Diag;
 use super::ini::Section;
-use super::value::{parse_duration, parse_log_filter, parse_size, positive_duration, LogFilter};
+use super::value::{
+    parse_duration, parse_listen, parse_log_filter, parse_port, parse_size, positive_duration,
+    LogFilter,
+};
 use super::{check_keys, first, value_of};
 
 /// Where log records go.
@@ -52,6 +56,8 @@ pub struct Global {
     pub daemon: Daemon,
     /// How often backends are probed for state and capabilities (0: only at start-up).
     pub discovery_interval: Duration,
+    /// `metrics`: where the Prometheus metrics are served; none by default.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Default for Global {
@@ -70,6 +76,7 @@ impl Default for Global {
             greeting: "imapgate ready.".to_string(),
             daemon: Daemon::default(),
             discovery_interval: Duration::from_secs(300),
+            metrics: None,
         }
     }
 }
@@ -88,6 +95,7 @@ pub(crate) const KEYS: &[&str] = &[
     "login_failure_delay",
     "greeting",
     "discovery_interval",
+    "metrics",
 ];
 
 /// Types the `[global]` section; problems go to `diag`, bad keys keep their default.
@@ -131,7 +139,16 @@ pub(crate) fn parse(sec: &Section, base: &Path, diag: &mut Diag) -> Global {
         daemon: daemon::parse_global(sec, diag),
         discovery_interval: value_of(sec, "discovery_interval", diag, parse_duration)
             .unwrap_or(d.discovery_interval),
+        metrics: value_of(sec, "metrics", diag, parse_metrics),
     }
+}
+
+/// `metrics`: `ADDR:PORT`, `[V6]:PORT`, `*:PORT`, or a bare port on 127.0.0.1.
+fn parse_metrics(s: &str) -> Result<SocketAddr, String> {
+    if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), parse_port(s)?));
+    }
+    parse_listen(s)
 }
 
 /// `log` as written; `file` still needs `log_file` to become a [`LogTarget`].

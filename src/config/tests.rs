@@ -851,3 +851,15 @@ fn example_config_tls_examples_load_when_uncommented() {
     assert_eq!((dovecot_tls.tls, dovecot_tls.port), (TlsMode::Starttls, 143));
     assert_eq!(dovecot_tls.tls_name.as_deref(), Some("mail.example.org"));
 }
+
+#[test]
+fn metrics_is_an_address_or_a_loopback_port() {
+    assert_eq!(parse_ok(MINIMAL).global.metrics, None);
+    let at = |v: &str| parse_ok(&format!("[global]\nmetrics = {v}\n{TAIL}")).global.metrics;
+    assert_eq!(at("9143"), Some("127.0.0.1:9143".parse().unwrap()));
+    assert_eq!(at("127.0.0.2:9000"), Some("127.0.0.2:9000".parse().unwrap()));
+    assert_eq!(at("[::1]:9143"), Some("[::1]:9143".parse().unwrap()));
+    assert_eq!(at("*:9143"), Some("0.0.0.0:9143".parse().unwrap()));
+    one_err(&format!("[global]\nmetrics = 0\n{TAIL}"), 2, "invalid port");
+    one_err(&format!("[global]\nmetrics = localhost:9143\n{TAIL}"), 2, "invalid listen address");
+}

@@ -13,7 +13,11 @@
 //!
 //! Session processes report to the listener through one pipe, one line per event
 //! (shorter than PIPE_BUF, so lines from many processes never mix): `F IP` for a failed
-//! login (the login block is the listener's), `B FROM TO` for the byte counts.
+//! login (the login block is the listener's), `B FROM TO` for the byte counts, `M ...`
+//! for what the session counted in the metrics registry (`crate::metrics`).
+//!
+//! With `[global] metrics`, the listener process also serves the scrapes from this loop
+//! (`scrape.rs`: non-blocking and bounded, it never holds the accept loop).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -30,6 +34,7 @@ use nix::unistd::Pid;
 use crate::daemon::admission::{self, Refusal, Slot};
 use crate::daemon::host::ForkChild;
 use crate::daemon::listener::{self, Bound, BYE_WAIT, PROXY_HEADER_TIMEOUT};
+use crate::daemon::scrape;
 use crate::daemon::signals::{self, Event, Signals};
 use crate::daemon::sys::{self, Forked};
 use crate::daemon::{exit, privdrop, reload, stats};
@@ -40,6 +45,8 @@ use crate::session::{self, Origin, Peer, SessionId};
 struct Child {
     _slot: Slot,
     id: SessionId,
+    /// The listener's name, for the open-sessions gauge.
+    listener: String,
 }
 
 struct Pending {
@@ -59,10 +66,17 @@ struct Parent {
     children: HashMap<Pid, Child>,
     pending: Vec<Pending>,
     ctx: reload::Ctx,
+    metrics: Option<scrape::Server>,
 }
 
 /// Runs the fork-mode listener until SIGTERM/SIGINT; returns the exit code.
-pub fn run(runtime: Arc<Runtime>, bound: Vec<Bound>, signals: Signals, ctx: reload::Ctx) -> i32 {
+pub fn run(
+    runtime: Arc<Runtime>,
+    bound: Vec<Bound>,
+    signals: Signals,
+    ctx: reload::Ctx,
+    metrics: Option<scrape::Server>,
+) -> i32 {
     if sys::thread_count() != 1 {
         log::error!("fork mode: the listener process must be single-threaded to fork safely");
         return exit::OSERR;
@@ -92,6 +106,7 @@ pub fn run(runtime: Arc<Runtime>, bound: Vec<Bound>, signals: Signals, ctx: relo
         children: HashMap::new(),
         pending: Vec::new(),
         ctx,
+        metrics,
     };
     p.serve()
 }
@@ -103,6 +118,8 @@ struct Ready {
     reports: bool,
     listeners: Vec<usize>,
     pending: Vec<usize>,
+    /// Events on the metrics server's descriptors (`scrape::Server::poll_fds`).
+    metrics: Vec<bool>,
 }
 
 impl Parent {
@@ -127,6 +144,9 @@ impl Parent {
                 self.accept_all(i);
             }
             self.advance_pending(&ready.pending);
+            if let Some(server) = &mut self.metrics {
+                server.service(&ready.metrics, &|| crate::metrics::global().render());
+            }
             self.reap();
         }
     }
@@ -141,6 +161,10 @@ impl Parent {
         }
         fds.extend(self.bound.iter().map(|b| PollFd::new(b.socket.as_fd(), PollFlags::POLLIN)));
         fds.extend(self.pending.iter().map(|c| PollFd::new(c.stream.as_fd(), PollFlags::POLLIN)));
+        let before_metrics = fds.len();
+        if let Some(server) = &self.metrics {
+            fds.extend(server.poll_fds());
+        }
         let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
         if nix::poll::poll(&mut fds, PollTimeout::from(ms)).is_err() {
             return Ready::default();
@@ -153,6 +177,7 @@ impl Parent {
             reports: on[1],
             listeners: (0..n).filter(|i| on[2 + i]).collect(),
             pending: (0..self.pending.len()).filter(|i| on[2 + n + i]).collect(),
+            metrics: on[before_metrics..].to_vec(),
         }
     }
 
@@ -226,8 +251,9 @@ impl Parent {
         match sys::fork_single_threaded() {
             Ok(Forked::Child) => self.child(stream, origin),
             Ok(Forked::Parent(pid)) => {
-                stats::session_started();
-                self.children.insert(pid, Child { _slot: slot, id });
+                let name = self.runtime.config.listeners[listener].name.clone();
+                stats::session_started(&name);
+                self.children.insert(pid, Child { _slot: slot, id, listener: name });
             }
             Err(e) => {
                 log::error!("fork for session id={id}: {e}");
@@ -241,6 +267,10 @@ impl Parent {
     fn child(&mut self, stream: TcpStream, origin: Origin) -> ! {
         self.bound.clear();
         self.pending.clear();
+        self.metrics = None;
+        // What the listener counted is the listener's to show; this process reports
+        // only what it counts itself.
+        crate::metrics::global().reset();
         // The handlers write into the listener's pipe: a signal to this process must not
         // look like one to the listener.
         if let Some(signals) = self.signals.take() {
@@ -288,7 +318,7 @@ impl Parent {
         let Some(child) = self.children.remove(&pid) else {
             return;
         };
-        stats::session_ended();
+        stats::session_ended(&child.listener);
         match signal {
             Some(sig) => log::warn!("session id={} (process {pid}) was killed by {sig}", child.id),
             None if code != 0 => {
@@ -329,6 +359,11 @@ impl Parent {
             }
             ["B", from, to] => {
                 stats::apply_bytes(from.parse().unwrap_or(0), to.parse().unwrap_or(0));
+            }
+            ["M", ..] => {
+                if !crate::metrics::global().apply_report(&line[2..]) {
+                    log::debug!("fork mode: bad metrics report {line:?}");
+                }
             }
             _ => log::debug!("fork mode: unknown report {line:?}"),
         }
@@ -422,6 +457,9 @@ impl Parent {
             let ready = self.wait(Duration::from_millis(100));
             if ready.reports {
                 self.read_reports();
+            }
+            if let Some(server) = &mut self.metrics {
+                server.service(&ready.metrics, &|| crate::metrics::global().render());
             }
             if ready.signals {
                 let events = self.signals.as_mut().map(Signals::pending).unwrap_or_default();

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::config::Daemon;
 use crate::daemon::{admission, signals, stats};
+use crate::metrics;
 use crate::session::{Host, Penalty};
 
 /// Sessions that run in this process: thread mode and inetd mode.
@@ -35,7 +36,8 @@ impl Host for InProcess {
 
 /// A fork-mode session process: reports to its listener through the report pipe, one
 /// line per event (shorter than PIPE_BUF, so lines of many processes never mix): `F IP`
-/// for a failed login, `B FROM TO` for the byte counts.
+/// for a failed login, `B FROM TO` for the byte counts, `M METRIC LABEL... VALUE` for
+/// what it counted in the metrics registry since its last report.
 pub(crate) struct ForkChild {
     /// The write end of the listener's report pipe.
     pub(crate) report: OwnedFd,
@@ -60,6 +62,23 @@ impl Host for ForkChild {
 
     fn finished(&self, from_client: u64, to_client: u64) {
         self.report(&format!("B {from_client} {to_client}"));
+    }
+
+    fn counted(&self) {
+        // Whole lines in writes shorter than PIPE_BUF, so lines never mix; a line that
+        // could not be (configuration names are short) is dropped.
+        let mut batch = String::new();
+        for line in metrics::global().drain().into_iter().filter(|l| l.len() < 1000) {
+            if batch.len() + line.len() + 3 > 4000 {
+                let _ = nix::unistd::write(&self.report, std::mem::take(&mut batch).as_bytes());
+            }
+            batch.push_str("M ");
+            batch.push_str(&line);
+            batch.push('\n');
+        }
+        if !batch.is_empty() {
+            let _ = nix::unistd::write(&self.report, batch.as_bytes());
+        }
     }
 
     fn stopping(&self) -> bool {

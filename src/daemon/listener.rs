@@ -243,7 +243,7 @@ fn accept_all(runtime: &Arc<Runtime>, bound: &Bound) {
 
 /// Sends the refusal line and logs it. The socket is closed when dropped.
 pub fn refuse(mut stream: &TcpStream, refusal: Refusal, client: SocketAddr, listener: &str) {
-    stats::refused();
+    stats::refused(refusal.reason());
     let level =
         if refusal == Refusal::UntrustedProxy { log::Level::Warn } else { log::Level::Info };
     log::log!(
@@ -332,9 +332,10 @@ fn proxied_admission(
 
 /// Runs one session and keeps the open-session count.
 pub fn serve(runtime: Arc<Runtime>, origin: Origin, stream: TcpStream) {
-    stats::session_started();
+    let name = runtime.config.listeners[origin.listener].name.clone();
+    stats::session_started(&name);
     session::serve(runtime, origin, stream, &InProcess);
-    stats::session_ended();
+    stats::session_ended(&name);
 }
 
 /// SIGTERM, once the queued connections are taken and the listening sockets closed:

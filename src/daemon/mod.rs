@@ -15,6 +15,7 @@ pub mod listener;
 pub mod logging;
 pub mod privdrop;
 pub mod reload;
+pub mod scrape;
 pub mod signals;
 pub mod socket_activation;
 pub mod stats;
@@ -111,8 +112,21 @@ fn start(opts: &cli::Options) -> Result<i32, StartError> {
     let spec = loaded.spec.clone();
     let runtime = prepare(loaded)?;
     if opts.inetd {
+        if runtime.config.global.metrics.is_some() {
+            log::warn!("inetd mode: metrics is ignored (each process serves one session)");
+        }
         return run_inetd(runtime, spec.as_ref());
     }
+    // Bound first, so that it answers as soon as the listeners do.
+    let metrics = match runtime.config.global.metrics {
+        Some(addr) => {
+            let server =
+                scrape::Server::bind(addr).map_err(|e| StartError::system(exit::UNAVAILABLE, e))?;
+            log::info!("metrics on http://{}/metrics", server.addr().unwrap_or(addr));
+            Some(server)
+        }
+        None => None,
+    };
     let bound =
         listener::bind(&runtime.config).map_err(|e| StartError::system(exit::UNAVAILABLE, e))?;
     let fork = runtime.config.global.daemon.mode == config::Mode::Fork;
@@ -130,8 +144,15 @@ fn start(opts: &cli::Options) -> Result<i32, StartError> {
     let ctx = reload::Ctx { opts: opts.clone(), spec, privileged: fork };
     Ok(if fork {
         // Fork mode keeps its listener single-threaded; children learn at login instead.
-        fork::run(runtime, bound, signals, ctx)
+        fork::run(runtime, bound, signals, ctx, metrics)
     } else {
+        if let Some(server) = metrics {
+            let builder = std::thread::Builder::new().name("metrics".into()).stack_size(256 << 10);
+            let serve = move || server.run(&|| crate::metrics::global().render());
+            if let Err(e) = signals::spawn_quiet(builder, serve) {
+                log::warn!("cannot start the metrics thread: {e}");
+            }
+        }
         // Starts discovery, which follows every reload.
         listener::run(runtime, bound, signals, ctx)
     })

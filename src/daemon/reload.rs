@@ -5,7 +5,8 @@
 //! thread mode discovery turns to the new configuration at once.
 //!
 //! What a reload cannot change is logged as a warning, never ignored silently:
-//! - always: `mode` and the log destination (`log`, `log_file`, `syslog_facility`);
+//! - always: `mode`, `metrics` and the log destination (`log`, `log_file`,
+//!   `syslog_facility`);
 //! - thread mode, once privileges are dropped: `user`, `group`, `chroot` and the
 //!   listening addresses (the process can no longer bind privileged ports or leave its
 //!   chroot). Files the new configuration names (itself, TLS keys) are read with the
@@ -89,6 +90,9 @@ pub fn load(ctx: &mut Ctx, current: &Runtime) -> Option<Arc<Runtime>> {
         config.global.daemon.mode = old.global.daemon.mode;
     }
     let (og, ng) = (&old.global, &config.global);
+    if og.metrics != ng.metrics {
+        log::warn!("reload: metrics cannot change while running; restart imapgate to apply it");
+    }
     if og.log != ng.log || og.syslog_facility != ng.syslog_facility {
         log::warn!("reload: the log destination cannot change while running; restart to apply it");
     }

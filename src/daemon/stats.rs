@@ -1,9 +1,12 @@
 //! Process-wide counters for the SIGUSR1 status line, as relaxed atomics: sessions
 //! open and in total, bytes each way, connections refused. In fork mode the listener
 //! process counts sessions itself (one per child) and session processes report their
-//! byte counts to it (`host::ForkChild`).
+//! byte counts to it (`host::ForkChild`). The same events are counted per listener and
+//! per reason in the metrics registry (`crate::metrics`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::metrics::{self, Metric};
 
 static OPEN: AtomicU64 = AtomicU64::new(0);
 static TOTAL: AtomicU64 = AtomicU64::new(0);
@@ -11,21 +14,26 @@ static REFUSED: AtomicU64 = AtomicU64::new(0);
 static FROM_CLIENTS: AtomicU64 = AtomicU64::new(0);
 static TO_CLIENTS: AtomicU64 = AtomicU64::new(0);
 
-/// A session began (called by the listener, thread or fork mode).
-pub fn session_started() {
+/// A session of `listener` began (called by the listener, thread or fork mode).
+pub fn session_started(listener: &str) {
     OPEN.fetch_add(1, Ordering::Relaxed);
     TOTAL.fetch_add(1, Ordering::Relaxed);
+    metrics::add(Metric::SessionsOpen, &[listener], 1);
+    metrics::add(Metric::SessionsTotal, &[listener], 1);
 }
 
-/// A session ended (called by the listener).
-pub fn session_ended() {
+/// A session of `listener` ended (called by the listener; the name it started with,
+/// even when a reload renamed things since).
+pub fn session_ended(listener: &str) {
     // Never below zero, even if a caller pairs these wrongly.
     let _ = OPEN.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    metrics::global().sub(Metric::SessionsOpen, &[listener]);
 }
 
-/// A connection was refused before its greeting.
-pub fn refused() {
+/// A connection was refused before its greeting, for `reason` (a `Refusal::reason`).
+pub fn refused(reason: &'static str) {
     REFUSED.fetch_add(1, Ordering::Relaxed);
+    metrics::add(Metric::Refused, &[reason], 1);
 }
 
 /// Adds a finished session's byte counts (thread mode: the session's `Host`; fork mode:

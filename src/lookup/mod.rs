@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use crate::config::{Cidr, Target, TlsMode};
 use crate::imap::sasl::Secret;
+use crate::metrics::{self, Metric};
 
 pub use load::load;
 
@@ -163,6 +164,20 @@ impl Lookup {
     /// Asks the map about `q`: the cache, then the source; the map's default when the
     /// source does not know the user; the policy on every answer.
     pub fn find(&self, q: &Query<'_>) -> Outcome {
+        let outcome = self.ask(q);
+        let result = match &outcome {
+            Outcome::Found(Found::Route(_)) => "found",
+            Outcome::Found(Found::Refused { .. }) => "refused",
+            Outcome::Found(Found::Rejected { .. }) => "rejected",
+            Outcome::NotFound => "not-found",
+            Outcome::Failed(_) => "failed",
+        };
+        metrics::add(Metric::Lookups, &[&self.name, result], 1);
+        outcome
+    }
+
+    /// `find` without the counting.
+    fn ask(&self, q: &Query<'_>) -> Outcome {
         let source = match &self.source {
             Kind::One(source) => source,
             Kind::Chain(maps) => {
@@ -181,6 +196,7 @@ impl Lookup {
         });
         if let (Some(cache), Some(key)) = (&self.cache, &key) {
             if let Some(hit) = cache.fresh(key) {
+                metrics::add(Metric::CacheHits, &[&self.name], 1);
                 return self.settle(hit);
             }
         }
@@ -194,6 +210,7 @@ impl Lookup {
                 return match stale {
                     Some(entry) => {
                         log::warn!("map {}: {why}; answering from the cache", self.name);
+                        metrics::add(Metric::CacheHits, &[&self.name], 1);
                         self.settle(entry)
                     }
                     None => Outcome::Failed(why),
@@ -351,5 +368,47 @@ mod tests {
         let outside = Place::new(Path::new("/no-such-dir/x"), Some(Path::new("/srv/jail")));
         let e = outside.with(|p| std::fs::metadata(p)).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    struct OnlyX;
+
+    impl Source for OnlyX {
+        fn find(&self, q: &Query<'_>) -> Result<Option<Found>, String> {
+            match q.user {
+                "x" => Ok(Some(Found::Route(Answer::to(Target::Backend(0))))),
+                "down" => Err("down".into()),
+                _ => Ok(None),
+            }
+        }
+    }
+
+    #[test]
+    fn lookups_and_cache_hits_are_counted_per_map_and_result() {
+        let name = "lookup-metrics-test";
+        let map = Lookup {
+            name: name.into(),
+            source: Kind::One(Box::new(OnlyX)),
+            default: None,
+            allow_hosts: Vec::new(),
+            host_defaults: None,
+            master: None,
+            cache: cache::Cache::new(Duration::from_secs(60), Duration::ZERO, Duration::ZERO),
+        };
+        let q = |user| Query {
+            user,
+            password: None,
+            client: None,
+            tls: false,
+            client_cert: None,
+            attempt: 1,
+        };
+        for user in ["x", "x", "x", "y", "down"] {
+            map.find(&q(user));
+        }
+        let registry = metrics::global();
+        assert_eq!(registry.get(Metric::Lookups, &[name, "found"]), 3);
+        assert_eq!(registry.get(Metric::Lookups, &[name, "not-found"]), 1);
+        assert_eq!(registry.get(Metric::Lookups, &[name, "failed"]), 1);
+        assert_eq!(registry.get(Metric::CacheHits, &[name]), 2);
     }
 }

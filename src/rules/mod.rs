@@ -382,6 +382,7 @@ impl Engine {
         for r in self.rules.iter_mut().filter(|r| r.applies) {
             let verdict = r.rule.on_command(cmd, cx);
             if verdict != Verdict::Pass {
+                count(&r.def.name, decision_word(&verdict, "refuse"));
                 self.decided_by = Some(format!("{} (line {})", r.def.name, r.def.line));
                 return verdict;
             }
@@ -400,8 +401,12 @@ impl Engine {
         for r in self.rules.iter_mut().filter(|r| r.applies) {
             match r.rule.on_response(resp, cx) {
                 Verdict::Pass => {}
-                Verdict::Reply(_) | Verdict::Drop => return Verdict::Drop,
+                Verdict::Reply(_) | Verdict::Drop => {
+                    count(&r.def.name, "drop");
+                    return Verdict::Drop;
+                }
                 other => {
+                    count(&r.def.name, decision_word(&other, "drop"));
                     log::info!("id={} rule={} {}", cx.session, r.def.name, verdict_word(&other));
                     return other;
                 }
@@ -449,6 +454,7 @@ impl Engine {
         for r in self.rules.iter_mut().filter(|r| r.applies) {
             let verdict = r.rule.on_time(now, cx);
             if verdict != Verdict::Pass {
+                count(&r.def.name, decision_word(&verdict, "drop"));
                 log::info!("id={} rule={} {}", cx.session, r.def.name, verdict_word(&verdict));
                 return verdict;
             }
@@ -478,11 +484,64 @@ impl Engine {
     }
 }
 
+/// The `decision` label of a verdict other than pass; `refusal` names what Reply and
+/// Drop mean where it was given (a refused command, a dropped response).
+fn decision_word(v: &Verdict, refusal: &'static str) -> &'static str {
+    match v {
+        Verdict::Disconnect { .. } => "disconnect",
+        Verdict::Pass => "pass",
+        Verdict::Reply(_) | Verdict::Drop => refusal,
+    }
+}
+
+/// Counts a rule's decision in the metrics registry.
+fn count(rule: &str, decision: &'static str) {
+    crate::metrics::add(crate::metrics::Metric::RuleDecisions, &[rule, decision], 1);
+}
+
 fn verdict_word(v: &Verdict) -> String {
     match v {
         Verdict::Pass => "pass".into(),
         Verdict::Reply(text) => format!("reply \"{text}\" to"),
         Verdict::Drop => "drop".into(),
         Verdict::Disconnect { reason, .. } => format!("disconnect ({reason})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::registry::{build, Settings};
+    use super::*;
+    use crate::metrics::{self, Metric};
+
+    fn def(name: &str, kind: &str, keys: &[(&str, &str)]) -> Arc<RuleDef> {
+        let entries = keys.iter().map(|(k, v)| (k.to_string(), v.to_string(), 2)).collect();
+        let mut settings = Settings::new(entries, 1);
+        let kind = build(kind, &mut settings).unwrap().unwrap();
+        Arc::new(RuleDef { name: name.into(), line: 1, conditions: Conditions::default(), kind })
+    }
+
+    #[test]
+    fn decisions_other_than_pass_are_counted_per_rule() {
+        let defs = [
+            def("metrics-deny", "commands", &[("deny", "DELETE")]),
+            def("metrics-hide", "hide_folders", &[("folders", "Calendar")]),
+        ];
+        let cx = Context { delimiter: Some('/'), ..Context::default() };
+        let mut engine = Engine::new(&defs, cx);
+        let mut delete = Command::parse(b"a DELETE x\r\n").unwrap();
+        assert!(matches!(engine.command(&mut delete), Verdict::Reply(_)));
+        let mut noop = Command::parse(b"b NOOP\r\n").unwrap();
+        assert_eq!(engine.command(&mut noop), Verdict::Pass);
+        let mut list = Response {
+            raw: b"* LIST () \"/\" Calendar\r\n".to_vec(),
+            complete: true,
+            literal_sizes: vec![],
+        };
+        assert_eq!(engine.response(&mut list), Verdict::Drop);
+        let registry = metrics::global();
+        assert_eq!(registry.get(Metric::RuleDecisions, &["metrics-deny", "refuse"]), 1);
+        assert_eq!(registry.get(Metric::RuleDecisions, &["metrics-deny", "pass"]), 0);
+        assert_eq!(registry.get(Metric::RuleDecisions, &["metrics-hide", "drop"]), 1);
     }
 }

@@ -32,6 +32,8 @@ pub(super) struct Session<'a> {
     /// The capabilities the client was shown after login.
     pub(super) shown: Vec<String>,
     pub(super) counters: Counters,
+    /// The part of `counters` the relay already added to the metrics.
+    pub(super) metered: Counters,
 }
 
 impl<'a> Session<'a> {
@@ -45,12 +47,14 @@ impl<'a> Session<'a> {
             exchange: None,
             shown: Vec::new(),
             counters: Counters::default(),
+            metered: Counters::default(),
         }
     }
 
-    /// The login name and the byte counts, for SESSION-END.
-    pub(super) fn finish(self) -> (Option<String>, Counters) {
-        (self.user, self.counters)
+    /// The login name and the byte counts, for SESSION-END, and the part of those the
+    /// relay already added to the metrics.
+    pub(super) fn finish(self) -> (Option<String>, Counters, Counters) {
+        (self.user, self.counters, self.metered)
     }
 
     /// Runs the session to its end.

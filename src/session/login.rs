@@ -17,6 +17,7 @@ use crate::config::TlsMode;
 use crate::imap::preauth::{Action, Credential, Login, PreAuth};
 use crate::imap::sasl::Secret;
 use crate::lookup::{Answer, Destination, Found, Outcome, Query};
+use crate::metrics::{self, Metric};
 use crate::net::tls;
 use crate::net::transport::Transport;
 use crate::rules::{self, Engine, Response};
@@ -213,6 +214,9 @@ impl Session<'_> {
         session: backend::Session,
     ) -> Result<backend::Session, Option<End>> {
         let (index, name) = backend;
+        let listener = self.runtime.config.listeners[self.origin.listener].name.as_str();
+        metrics::add(Metric::Logins, &[listener, "ok", "none"], 1);
+        self.host.counted();
         log::info!(
             "LOGIN id={} user={} backend={} result=ok{}{}{}{}",
             self.origin.id,
@@ -272,6 +276,8 @@ impl Session<'_> {
             mechanism(login),
             failure.detail.map_or(String::new(), |d| format!(" detail={}", printable(&d)))
         );
+        let listener = self.runtime.config.listeners[self.origin.listener].name.as_str();
+        metrics::add(Metric::Logins, &[listener, "failed", failure.reason], 1);
         let mut blocked = false;
         if let Some(wait) = failure.wait {
             std::thread::sleep(wait.saturating_sub(attempt.elapsed()));
@@ -287,7 +293,11 @@ impl Session<'_> {
                 }
                 None => base,
             };
+            // After the failure report (fork mode), which matters more in a full pipe.
+            self.host.counted();
             std::thread::sleep(delay.saturating_sub(attempt.elapsed()));
+        } else {
+            self.host.counted();
         }
         let answer = format!("{} {}", login.tag, failure.answer);
         if let Err(e) = self.send(client, answer.as_bytes()) {
@@ -340,8 +350,14 @@ impl Session<'_> {
                 ),
                 Candidate::Unnamed(b, tls) => (None, &**b, tls.as_ref()),
             };
+            let started = Instant::now();
             let result =
                 backend::login(backend, tls, &info, attempt.user, attempt.proof, challenges);
+            // The time to a configured backend's answer (ok or no); a backend that could
+            // not be reached has none. Unnamed hosts are not labels (unbounded).
+            if index.is_some() && matches!(result, Ok(_) | Err(LoginError::Rejected(_))) {
+                metrics::global().observe_login(&backend.name, started.elapsed());
+            }
             match (result, index) {
                 (Ok(session), i) => {
                     if let Some(i) = i {
@@ -422,7 +438,9 @@ impl Session<'_> {
                 Ok(relay) => relay,
                 Err(e) => return client_error(e),
             };
-        let (end, counters) = relay.run(self.host);
+        let listener = &self.runtime.config.listeners[self.origin.listener].name;
+        let (end, counters) = relay.metered(listener).run(self.host);
+        self.metered = counters;
         self.counters.from_client += counters.from_client;
         self.counters.to_client += counters.to_client;
         if let End::BackendClosed(why) = &end {

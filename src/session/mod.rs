@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{self, Config};
+use crate::metrics::{self, Metric};
 use crate::net::transport::Transport;
 use crate::rules;
 
@@ -63,6 +64,9 @@ pub trait Host: Send + Sync {
     fn login_failed(&self, ip: IpAddr, settings: &config::Daemon, base: Duration) -> Penalty;
     /// The session is over; its byte counts are for the status line.
     fn finished(&self, from_client: u64, to_client: u64);
+    /// The session counted something in the metrics registry (a login, bytes relayed,
+    /// its end): a process model whose registry is not the one scraped sends it on.
+    fn counted(&self) {}
     /// True once the process is stopping: sessions say BYE and end.
     fn stopping(&self) -> bool;
     /// A descriptor that becomes readable when the process starts stopping, for polls.
@@ -222,8 +226,16 @@ pub fn serve(runtime: Arc<Runtime>, origin: Origin, client: TcpStream, host: &dy
     let _ = client.set_nodelay(true);
     let mut session = dialogue::Session::new(&runtime, &origin, host);
     let end = session.run(Transport::plain(client));
-    let (user, counters) = session.finish();
+    let (user, counters, metered) = session.finish();
     host.finished(counters.from_client, counters.to_client);
+    let name = listener.name.as_str();
+    // The relay added its bytes as they went; what is left came before it.
+    let from_client = counters.from_client.saturating_sub(metered.from_client);
+    let to_client = counters.to_client.saturating_sub(metered.to_client);
+    metrics::add(Metric::BytesFromClients, &[name], from_client);
+    metrics::add(Metric::BytesToClients, &[name], to_client);
+    metrics::add(Metric::SessionsEnded, &[name, end.word()], 1);
+    host.counted();
     let user = user.as_deref().map_or("-".to_string(), printable);
     log::info!(
         "SESSION-END id={} user={} duration={:.3}s from_client={} to_client={} reason={}{}",

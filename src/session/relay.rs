@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use crate::metrics::{self, Metric};
 use crate::net::transport::Transport;
 use crate::session::exchange::{Exchange, Out, Stop, Toward};
 use crate::session::{End, Host};
@@ -24,6 +25,10 @@ const BUF_SIZE: usize = 64 * 1024;
 
 /// How long an empty pipe keeps its buffer before giving it back.
 const BUFFER_LINGER: Duration = Duration::from_secs(1);
+
+/// How often a running session's byte counts go to the metrics (IMAP sessions last
+/// hours: counting only at their end would hide the traffic of every open one).
+const METER_EVERY: Duration = Duration::from_secs(5);
 
 /// Byte counts of a relay, for the session log.
 #[derive(Clone, Copy, Debug, Default)]
@@ -162,6 +167,16 @@ pub struct Relay {
     exchange: Exchange,
     /// The client's compression could not be started.
     inflate_failed: Option<String>,
+    /// The metrics' byte counters, when this relay feeds them (`Relay::metered`).
+    meter: Option<Meter>,
+}
+
+/// What of a relay's byte counts the metrics have, and since when.
+struct Meter {
+    /// The listener label.
+    listener: String,
+    done: Counters,
+    at: Instant,
 }
 
 impl Relay {
@@ -185,7 +200,35 @@ impl Relay {
             counters: Counters::default(),
             exchange,
             inflate_failed: None,
+            meter: None,
         })
+    }
+
+    /// Adds the bytes relayed to the metrics of `listener` while the session runs (every
+    /// [`METER_EVERY`] with traffic) and the rest at its end: all of `run`'s counts.
+    pub fn metered(mut self, listener: &str) -> Relay {
+        let meter =
+            Meter { listener: listener.into(), done: Counters::default(), at: Instant::now() };
+        self.meter = Some(meter);
+        self
+    }
+
+    /// Adds what the metrics do not have yet, at most every [`METER_EVERY`] unless `now`.
+    fn meter(&mut self, host: &dyn Host, now: bool) {
+        let Some(m) = &mut self.meter else { return };
+        if !now && m.at.elapsed() < METER_EVERY {
+            return;
+        }
+        m.at = Instant::now();
+        let from = self.counters.from_client.saturating_sub(m.done.from_client);
+        let to = self.counters.to_client.saturating_sub(m.done.to_client);
+        if from == 0 && to == 0 {
+            return;
+        }
+        metrics::add(Metric::BytesFromClients, &[&m.listener], from);
+        metrics::add(Metric::BytesToClients, &[&m.listener], to);
+        m.done = self.counters;
+        host.counted();
     }
 
     /// Relays until one side ends the session; returns how it ended and the byte counts.
@@ -202,6 +245,7 @@ impl Relay {
         }
         self.client.close();
         self.backend.close();
+        self.meter(host, true);
         (end, self.counters)
     }
 
@@ -242,6 +286,7 @@ impl Relay {
                     Err(e) => return End::BackendClosed(format!("read failed: {e}")),
                 }
             }
+            self.meter(host, false);
         }
     }
 
