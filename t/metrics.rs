@@ -19,7 +19,7 @@ fn http(port: u16, request: &str) -> String {
 }
 
 /// `GET /metrics`: the body, after checking status and type.
-fn scrape(port: u16) -> String {
+pub fn scrape(port: u16) -> String {
     let answer = http(port, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
     let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
     assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{head}");
@@ -28,7 +28,7 @@ fn scrape(port: u16) -> String {
 }
 
 /// The value of one series (`name{labels}` exactly as rendered), if present.
-fn value(body: &str, series: &str) -> Option<f64> {
+pub fn value(body: &str, series: &str) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
         .map(|v| v.parse().expect("a number"))

@@ -3,7 +3,7 @@
 //! with `balance = hash`. The instances agree on each user's backend by construction
 //! (rendezvous hashing over the backends' names), which the Dovecots' own logs show;
 //! losing a Dovecot moves only its users, and every instance moves them the same way;
-//! a SIGTERM on one instance loses no login.
+//! a SIGTERM on one instance loses no login; the instances' metrics add up to the logins.
 //!
 //! This is also the demonstration: `cargo test --test t scale_out -- --nocapture`
 //! prints the HAProxy configuration and where each user landed.
@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::common::client::last_line;
 use crate::common::slapd::{person, Slapd, BASE};
 use crate::common::*;
+use crate::metrics::{scrape, value};
 
 const USERS: usize = 200;
 
@@ -26,9 +27,9 @@ fn user(n: usize) -> String {
 
 /// The imapgate configuration every instance runs: the same file but for the port and
 /// the process model (`thread` or `fork`).
-fn gate_config(mode: &str, d1: u16, d2: u16, ldap_url: &str) -> String {
+fn gate_config(mode: &str, metrics: u16, d1: u16, d2: u16, ldap_url: &str) -> String {
     format!(
-        "[global]\nmode = {mode}\nlogin_failure_delay = 0s\nshutdown_grace = 10s\n\n\
+        "[global]\nmode = {mode}\nmetrics = {metrics}\nlogin_failure_delay = 0s\nshutdown_grace = 10s\n\n\
          [backend d1]\nhost = 127.0.0.1\nport = {d1}\ndown_time = 1m\n\n\
          [backend d2]\nhost = 127.0.0.1\nport = {d2}\ndown_time = 1m\n\n\
          [pool fleet]\nbackends = d1 d2\nbalance = hash\n\n\
@@ -60,6 +61,8 @@ fn haproxy_config(port: u16, gates: &[u16]) -> String {
 struct Fleet {
     dovecots: Vec<Dovecot>,
     gates: Vec<Proxy>,
+    /// Each instance's metrics port.
+    metrics: Vec<u16>,
     haproxy: Child,
     port: u16,
     _ldap: Slapd,
@@ -75,12 +78,13 @@ impl Fleet {
         let ldap = Slapd::start(&people);
         // Two instances in thread mode, one in fork mode: the process model does not
         // change where a user goes.
-        let gates: Vec<Proxy> = ["thread", "thread", "fork"]
-            .iter()
-            .map(|mode| {
-                Proxy::start(&gate_config(mode, dovecots[0].port, dovecots[1].port, &ldap.url()))
-            })
-            .collect();
+        let (d1, d2, url) = (dovecots[0].port, dovecots[1].port, ldap.url());
+        let mut metrics = Vec::new();
+        let mut gates = Vec::new();
+        for mode in ["thread", "thread", "fork"] {
+            metrics.push(free_port());
+            gates.push(Proxy::start(&gate_config(mode, metrics[gates.len()], d1, d2, &url)));
+        }
         let dir = TempDir::new("haproxy");
         let ports: Vec<u16> = gates.iter().map(|g| g.port).collect();
         let mut last = String::new();
@@ -99,7 +103,15 @@ impl Fleet {
                 .expect("run haproxy");
             if wait_for_port(port, &mut child, Duration::from_secs(10)) {
                 println!("HAProxy configuration:\n{cfg}");
-                let fleet = Fleet { dovecots, gates, haproxy: child, port, _ldap: ldap, _dir: dir };
+                let fleet = Fleet {
+                    dovecots,
+                    gates,
+                    metrics,
+                    haproxy: child,
+                    port,
+                    _ldap: ldap,
+                    _dir: dir,
+                };
                 fleet.wait_all_checked_up();
                 return fleet;
             }
@@ -159,6 +171,23 @@ impl Fleet {
     }
 }
 
+/// The successful and the failed logins all instances count in their metrics.
+fn logins_in_metrics(fleet: &Fleet) -> (f64, f64) {
+    let mut sum = (0.0, 0.0);
+    for port in &fleet.metrics {
+        let body = scrape(*port);
+        sum.0 += value(&body, OK_LOGINS).unwrap_or(0.0);
+        sum.1 += body
+            .lines()
+            .filter(|l| l.starts_with("imapgate_logins_total{") && l.contains("result=\"failed\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    sum
+}
+
+const OK_LOGINS: &str = r#"imapgate_logins_total{listener="imap",result="ok",reason="none"}"#;
+
 impl Drop for Fleet {
     fn drop(&mut self) {
         stop_child(&mut self.haproxy, Duration::from_secs(5));
@@ -213,6 +242,15 @@ fn behind_haproxy_every_instance_sends_a_user_to_the_same_backend() {
     for gate in &fleet.gates {
         gate.wait_for_log(r"BACKEND-DOWN backend=d2 ");
     }
+
+    // The instances' metrics add up to the logins made so far (fork-mode sessions
+    // report to their listener process asynchronously: wait for them).
+    let made = (4 * USERS) as f64;
+    let counted = wait_until(WAIT, || {
+        let c = logins_in_metrics(&fleet);
+        (c == (made, 0.0)).then_some(c)
+    });
+    assert_eq!(counted, Some((made, 0.0)), "last: {:?}", logins_in_metrics(&fleet));
 
     // SIGTERM to the fork-mode instance, then to a thread-mode one, while logins keep
     // coming: HAProxy's connections already queued there are served, new ones are
