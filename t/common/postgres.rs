@@ -144,7 +144,16 @@ fn spawn(dir: &TempDir, bin: &std::path::Path, port: u16) -> Result<Child, Strin
         .stderr(log)
         .spawn()
         .map_err(|e| e.to_string())?;
-    if wait_for_port(port, &mut child, Duration::from_secs(30)) {
+    // The port opens while the server still refuses logins ("the database system is
+    // starting up"), notably after a restart: wait for the log line that ends recovery.
+    let ready = || {
+        std::fs::read_to_string(dir.join("pg.log"))
+            .is_ok_and(|log| log.contains("ready to accept connections"))
+            .then_some(())
+    };
+    if wait_for_port(port, &mut child, Duration::from_secs(30))
+        && super::wait_until(Duration::from_secs(30), ready).is_some()
+    {
         return Ok(child);
     }
     stop_child(&mut child, Duration::from_secs(5));
