@@ -324,7 +324,7 @@ fn a_hanging_directory_holds_back_only_the_logins_that_wait_for_it() {
     let two = Two::start();
     two.seed(&["u1", "u2"]);
     let ldap = Slapd::start(&ldap_people());
-    let px = Proxy::start(&two.config(&ldap_map(&ldap.url(), "timeout = 2s\ncache_ttl = 5m\n")));
+    let px = Proxy::start(&two.config(&ldap_map(&ldap.url(), "timeout = 4s\ncache_ttl = 5m\n")));
     assert_eq!(landed(px.port, "u1", "ldap-pw-1"), "on-a-u1");
     ldap.pause();
     let port = px.port;
@@ -333,15 +333,15 @@ fn a_hanging_directory_holds_back_only_the_logins_that_wait_for_it() {
         (landed(port, "u2", "ldap-pw-2"), started.elapsed())
     });
     std::thread::sleep(Duration::from_millis(300));
-    // Meanwhile: other clients are answered, and a cached user logs in.
-    let started = Instant::now();
+    // Meanwhile, while u2's login still waits: other clients are answered, and a
+    // cached user logs in. (Judged by order, not by a time bound a loaded machine breaks.)
     let mut c = Client::connect(px.port);
     c.cmd_ok("C", "CAPABILITY");
     assert_eq!(landed(px.port, "u1", "ldap-pw-1"), "on-a-u1");
-    assert!(started.elapsed() < Duration::from_secs(1), "held back {:?}", started.elapsed());
+    assert!(!waiting.is_finished(), "the cached login was held back until the lookup timed out");
     let (answer, took) = waiting.join().unwrap();
     assert!(answer.starts_with("NO [UNAVAILABLE]"), "{answer}");
-    assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(6), "{took:?}");
+    assert!(took >= Duration::from_millis(3500), "answered before the timeout: {took:?}");
     px.wait_for_log(r"map users: timed out");
     ldap.resume();
 }
