@@ -24,6 +24,7 @@ use crate::daemon::discovery::Discovery;
 use crate::daemon::host::InProcess;
 use crate::daemon::reload;
 use crate::daemon::signals::{self, Event, Signals};
+use crate::daemon::workers::Workers;
 use crate::daemon::{socket_activation, stats};
 use crate::net::proxy_protocol;
 use crate::session::Runtime;
@@ -264,6 +265,12 @@ pub fn admit(runtime: &Runtime, listener: usize, client: SocketAddr) -> Result<S
     admission::admit(client.ip(), &runtime.config.global.daemon)
 }
 
+/// The session threads of this process (thread mode).
+fn workers() -> &'static Workers {
+    static WORKERS: std::sync::OnceLock<Workers> = std::sync::OnceLock::new();
+    WORKERS.get_or_init(Workers::default)
+}
+
 fn spawn_session(runtime: &Arc<Runtime>, listener: usize, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nonblocking(false);
     let config = &runtime.config;
@@ -284,10 +291,9 @@ fn spawn_session(runtime: &Arc<Runtime>, listener: usize, stream: TcpStream, pee
     let id = SessionId::next();
     let runtime_for_thread = Arc::clone(runtime);
     let stream_for_refusal = stream.try_clone();
-    let builder = thread::Builder::new()
-        .name(format!("conn-{id}"))
-        .stack_size(config.global.thread_stack_size);
-    let spawned = signals::spawn_quiet(builder, move || {
+    let builder =
+        thread::Builder::new().name("session".into()).stack_size(config.global.thread_stack_size);
+    let session = move || {
         let slot = match slot {
             Some(slot) => slot,
             None => match proxied_admission(&runtime_for_thread, listener, &stream, peer) {
@@ -297,7 +303,15 @@ fn spawn_session(runtime: &Arc<Runtime>, listener: usize, stream: TcpStream, pee
         };
         serve(runtime_for_thread, Origin { id, peer: Peer::Inet(slot.1), listener }, stream);
         drop(slot);
+    };
+    // The thread may serve other sessions afterwards: a panic ends this session only
+    // (its slot and sockets are dropped while unwinding), and the log names it.
+    let job = Box::new(move || {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(session)).is_err() {
+            log::error!("session id={id} ended by an internal error");
+        }
     });
+    let spawned = workers().run(builder, job);
     if let Err(e) = spawned {
         log::error!("cannot start a thread for session id={id} from {peer}: {e}");
         if let Ok(s) = stream_for_refusal {

@@ -20,6 +20,7 @@ pub mod signals;
 pub mod socket_activation;
 pub mod stats;
 mod sys;
+mod workers;
 
 use std::sync::Arc;
 
