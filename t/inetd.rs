@@ -4,12 +4,29 @@
 
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::common::dovecot::TRICKY_PASSWORD;
 use crate::common::proxy::{fill, wait_for_log_in, BIN};
 use crate::common::*;
+
+/// Runs `imapgate ARGS` with one end of a socketpair as fds 0 and 1 (as inetd passes the
+/// client's socket) and stderr in `stderr_path`; returns the other end and the child.
+fn spawn_on_socketpair(args: &[&str], stderr_path: &Path) -> (UnixStream, Child) {
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    let fd0 = OwnedFd::from(theirs);
+    let fd1 = fd0.try_clone().expect("dup");
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .stdin(Stdio::from(fd0))
+        .stdout(Stdio::from(fd1))
+        .stderr(std::fs::File::create(stderr_path).expect("stderr file"));
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"));
+    // `cmd` drops here, closing our copies of the child's end.
+    (ours, child)
+}
 
 #[test]
 fn inetd_mode_serves_one_session_on_stdin_and_logs_to_a_file_not_stderr() {
@@ -24,20 +41,8 @@ fn inetd_mode_serves_one_session_on_stdin_and_logs_to_a_file_not_stderr() {
     std::fs::write(&config, fill(&body, free_port(), &dir)).expect("write config");
     let stderr_path = dir.join("stderr");
 
-    let (ours, theirs) = UnixStream::pair().expect("socketpair");
-    let mut child = {
-        let fd0 = OwnedFd::from(theirs);
-        let fd1 = fd0.try_clone().expect("dup");
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--inetd")
-            .arg("-f")
-            .arg(&config)
-            .stdin(Stdio::from(fd0))
-            .stdout(Stdio::from(fd1))
-            .stderr(std::fs::File::create(&stderr_path).expect("stderr file"));
-        cmd.spawn().unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"))
-        // `cmd` drops here, closing our copies of the child's end.
-    };
+    let config = config.display().to_string();
+    let (ours, mut child) = spawn_on_socketpair(&["--inetd", "-f", &config], &stderr_path);
 
     let mut c = Client::from_conn(Box::new(ours));
     c.greeting = c.read_line();
@@ -70,17 +75,7 @@ fn inetd_mode_serves_one_session_on_stdin_and_logs_to_a_file_not_stderr() {
 fn a_command_line_mistake_under_inetd_is_a_bye_and_not_written_to_stderr() {
     let dir = TempDir::new("inetd-usage");
     let stderr_path = dir.join("stderr");
-    let (ours, theirs) = UnixStream::pair().expect("socketpair");
-    let mut child = {
-        let fd0 = OwnedFd::from(theirs);
-        let fd1 = fd0.try_clone().expect("dup");
-        let mut cmd = Command::new(BIN);
-        cmd.args(["--inetd", "--no-such-option"])
-            .stdin(Stdio::from(fd0))
-            .stdout(Stdio::from(fd1))
-            .stderr(std::fs::File::create(&stderr_path).expect("stderr file"));
-        cmd.spawn().unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"))
-    };
+    let (ours, mut child) = spawn_on_socketpair(&["--inetd", "--no-such-option"], &stderr_path);
     let status = wait_child(&mut child, Duration::from_secs(10));
     if status.is_none() {
         stop_child(&mut child, Duration::from_secs(2));

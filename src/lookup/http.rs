@@ -151,15 +151,7 @@ impl HttpMap {
                 Ok(0) => return Ok(answer),
                 Ok(n) if answer.len() + n <= MAX_ANSWER => answer.extend_from_slice(&chunk[..n]),
                 Ok(_) => return Err("answer too long".into()),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err("timed out".into())
-                }
-                Err(e) => return Err(format!("read: {e}")),
+                Err(e) => return Err(super::read_failure(&e)),
             }
         }
     }

@@ -356,6 +356,15 @@ pub fn fuzz(data: &[u8]) {
     }
 }
 
+/// What a failed read from a map's source is called in the log: a read timeout
+/// (`WouldBlock` or `TimedOut`, as the socket option reports it) is "timed out".
+pub(crate) fn read_failure(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => "timed out".into(),
+        _ => format!("read: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -219,15 +219,7 @@ impl Conn {
             match read {
                 Ok(0) => return Err("the server closed the connection".into()),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err("timed out".into())
-                }
-                Err(e) => return Err(format!("read: {e}")),
+                Err(e) => return Err(crate::lookup::read_failure(&e)),
             }
         }
     }

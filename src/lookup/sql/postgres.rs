@@ -129,11 +129,8 @@ impl Conn {
         let left = self.left()?;
         self.stream.timeouts(left).map_err(|e| e.to_string())?;
         self.stream.read_exact(buf).map_err(|e| match e.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                "timed out".to_string()
-            }
             std::io::ErrorKind::UnexpectedEof => "the server closed the connection".to_string(),
-            _ => format!("read: {e}"),
+            _ => crate::lookup::read_failure(&e),
         })
     }
 
